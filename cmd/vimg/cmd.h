@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Shared declarations of the vimg subcommands. */
+#ifndef VIMG_CMD_H
+#define VIMG_CMD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define CMD(name, fn, summary) int fn(int argc, char **argv);
+#include "commands.def"
+#undef CMD
+
+/* Name of the running subcommand, for messages. */
+extern const char *cmd_name;
+
+/* Print "vimg: CMD: MESSAGE" (printf format) on stderr. */
+void cmd_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Print "vimg: CMD: [PREFIX: ]<library error>" on stderr. */
+void cmd_lib_error(const char *prefix);
+/* Print "Try 'vimg CMD --help'" style usage error; returns 1. */
+int cmd_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* After getopt returned '?': one usage line naming the option; 1. */
+int cmd_bad_option(char **argv);
+
+/* qemu's size_to_str: "64 MiB", "196 KiB", "0 B"; caller frees. */
+char *human_size(uint64_t val);
+
+#endif

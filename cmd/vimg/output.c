@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Messages and number formatting shared by the vimg subcommands.  Only
+ * cmd/ prints; each failure is printed once, on one line. */
+#include <getopt.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cmd.h"
+#include "vimg.h"
+
+void
+cmd_error(const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, "vimg: %s: ", cmd_name);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+void
+cmd_lib_error(const char *prefix)
+{
+    if (prefix)
+        cmd_error("%s: %s", prefix, vimg_get_error());
+    else
+        cmd_error("%s", vimg_get_error());
+}
+
+int
+cmd_usage_error(const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, "vimg: %s: ", cmd_name);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, " (see 'vimg %s --help')\n", cmd_name);
+    return 1;
+}
+
+char *
+human_size(uint64_t val)
+{
+    static const char *const suffix[] = { "", "Ki", "Mi", "Gi",
+                                          "Ti", "Pi", "Ei" };
+    int exp;
+    char *s;
+
+    frexp(val / (1000.0 / 1024.0), &exp);
+    exp = exp > 0 ? (exp - 1) / 10 : 0;
+    if (exp > 6)
+        exp = 6;
+    if (asprintf(&s, "%0.3g %sB", (double)val / (double)(1ULL << (exp * 10)),
+                 suffix[exp]) < 0)
+        return NULL;
+    return s;
+}
+
+int
+cmd_bad_option(char **argv)
+{
+    const char *arg = argv[optind - 1];
+
+    if (optopt && arg[0] == '-' && arg[1] != '-')
+        return cmd_usage_error("invalid option or missing argument '-%c'",
+                               optopt);
+    return cmd_usage_error("invalid option or missing argument '%s'", arg);
+}

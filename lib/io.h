@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The request path (lib/io.c).  These are what every caller uses: the
+ * public vimg_* I/O functions, the commands, and format drivers doing
+ * I/O on their children (qcow2 reading its "file").
+ *
+ * On a protocol node they go straight to the driver.  On a format node
+ * they walk the backing chain (reads, block status), widen partial
+ * writes to cow_align units (copy-on-write from the chain), serialise
+ * overlapping write-type requests per serialise_align unit, and clip to
+ * the node's size.  Ranges past the end fail with EINVAL (reads of a
+ * backing node past its end are done by the parent as zeroes).
+ */
+#ifndef VIMG_IO_H
+#define VIMG_IO_H
+
+#include <stdint.h>
+
+#include "node.h"
+
+int node_pread(struct node *n, void *buf, uint64_t count, uint64_t off);
+int node_pwrite(struct node *n, const void *buf, uint64_t count,
+                uint64_t off, unsigned flags);
+int node_pwrite_zeroes(struct node *n, uint64_t off, uint64_t count,
+                       unsigned flags);
+int node_discard(struct node *n, uint64_t off, uint64_t count);
+/* Flush this node and then its children (file, data-file). */
+int node_flush(struct node *n);
+/* Whole-chain status of one extent at OFF (see struct vimg_extent). */
+int node_block_status(struct node *n, bool want_zero, uint64_t off,
+                      uint64_t count, struct vimg_extent *ext);
+/* This layer only, with the driver's EXT_* flags; a node without
+ * block_status reports one allocated data extent. */
+int node_block_status_layer(struct node *n, bool want_zero, uint64_t off,
+                            uint64_t count, struct extent *ext);
+int node_truncate(struct node *n, uint64_t size, enum prealloc prealloc);
+
+#endif

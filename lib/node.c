@@ -1,0 +1,350 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The node graph: opening nodes from option trees, probing formats,
+ * opening "file" and "backing" children, and reference counting.
+ *
+ * Backing chains are opened here, not in drivers: a format driver only
+ * records the backing name and format it found in its metadata.  This
+ * file resolves the name relative to the image's folder, refuses names
+ * that would make an untrusted image open arbitrary things ("json:"),
+ * detects loops (same device and inode twice in one chain) and limits
+ * the depth.  Backing nodes are always opened read-only.
+ *
+ * Graph changes are single-threaded (open/close); I/O on open nodes may
+ * run from any thread (lib/io.c).
+ */
+#include <libgen.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "checked.h"
+#include "cleanup.h"
+#include "error.h"
+#include "io.h"
+#include "node.h"
+#include "options.h"
+
+#define CHAIN_MAX_DEPTH 256
+
+static const struct driver *const drivers[] = {
+    &file_proto,
+    &raw_format,
+    &qcow2_format,
+};
+
+/* Files already in the chain being opened (loop detection). */
+struct chain {
+    unsigned depth;
+    dev_t dev[CHAIN_MAX_DEPTH + 1];
+    ino_t ino[CHAIN_MAX_DEPTH + 1];
+};
+
+static struct node *open_in_chain(json_t *opts, unsigned flags,
+                                  struct chain *chain);
+
+const struct driver *
+driver_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof drivers / sizeof drivers[0]; i++)
+        if (!strcmp(drivers[i]->name, name))
+            return drivers[i];
+    vimg_error(EINVAL, "unknown driver '%s'", name);
+    return NULL;
+}
+
+struct node *
+node_new(const struct driver *drv, unsigned flags)
+{
+    static atomic_uint next_id;
+    struct node *n = calloc(1, sizeof *n);
+
+    if (!n)
+        goto oom;
+    n->drv = drv;
+    n->flags = flags;
+    n->refcnt = 1;
+    n->cow_align = n->serialise_align = n->request_align = 1;
+    if (drv->state_size && !(n->state = calloc(1, drv->state_size)))
+        goto oom;
+    if (asprintf(&n->node_name, "#node%u", atomic_fetch_add(&next_id, 1)) < 0)
+        goto oom;
+    pthread_mutex_init(&n->io_lock, NULL);
+    pthread_cond_init(&n->io_cond, NULL);
+    return n;
+oom:
+    if (n)
+        free(n->state);
+    free(n);
+    vimg_error(ENOMEM, "out of memory");
+    return NULL;
+}
+
+static void
+node_free(struct node *n)
+{
+    pthread_mutex_destroy(&n->io_lock);
+    pthread_cond_destroy(&n->io_cond);
+    free(n->state);
+    free(n->node_name);
+    free(n->filename);
+    free(n->backing_name);
+    free(n->backing_fmt);
+    free(n->backing_full);
+    free(n);
+}
+
+void
+node_ref(struct node *n)
+{
+    n->refcnt++;
+}
+
+int
+node_unref(struct node *n)
+{
+    int r = 0;
+
+    if (!n || --n->refcnt > 0)
+        return 0;
+    if (n->drv->close && n->drv->close(n) == -1)
+        r = -1;
+    if (n->backing && node_unref(n->backing) == -1)
+        r = -1;
+    if (n->data_file && node_unref(n->data_file) == -1)
+        r = -1;
+    if (n->file && node_unref(n->file) == -1)
+        r = -1;
+    node_free(n);
+    return r;
+}
+
+char *
+node_path_relative(const char *base_filename, const char *name)
+{
+    CLEANUP_FREE char *copy = NULL;
+    char *out;
+    const char *dir;
+
+    if (name[0] == '/' || !base_filename || !strchr(base_filename, '/'))
+        out = strdup(name);
+    else {
+        copy = strdup(base_filename);
+        if (!copy)
+            goto oom;
+        dir = dirname(copy);
+        if (asprintf(&out, "%s/%s", dir, name) < 0)
+            out = NULL;
+    }
+    if (!out)
+        goto oom;
+    return out;
+oom:
+    vimg_error(ENOMEM, "out of memory");
+    return NULL;
+}
+
+/* Choose a format for the bytes in FILE.  Raw is only chosen when
+ * ALLOW_RAW; a backing file without a recorded format may not be raw. */
+static const struct driver *
+probe(struct node *file, bool allow_raw)
+{
+    uint8_t buf[2048] = { 0 };
+    uint64_t len = MIN(file->size, sizeof buf);
+    const struct driver *best = NULL;
+    int best_score = 0;
+
+    if (len && node_pread(file, buf, len, 0) == -1)
+        return NULL;
+    for (size_t i = 0; i < sizeof drivers / sizeof drivers[0]; i++) {
+        int s;
+
+        if (!drivers[i]->probe)
+            continue;
+        s = drivers[i]->probe(buf, len);
+        if (s > best_score) {
+            best_score = s;
+            best = drivers[i];
+        }
+    }
+    if (!best || (best == &raw_format && !allow_raw)) {
+        vimg_error(EINVAL, "%s: could not determine the image format "
+                   "(raw is never guessed for writing or for a backing "
+                   "file); give it explicitly, e.g. -f raw", file->filename);
+        return NULL;
+    }
+    return best;
+}
+
+/* Refuse a second visit of the same file in one chain. */
+static int
+chain_enter(struct chain *chain, struct node *file)
+{
+    struct stat st;
+
+    if (!chain)
+        return 0;
+    if (chain->depth >= CHAIN_MAX_DEPTH) {
+        vimg_error(EMLINK, "backing chain is too deep (more than %d images)",
+                   CHAIN_MAX_DEPTH);
+        return -1;
+    }
+    if (file->drv == &file_proto && file->filename &&
+        stat(file->filename, &st) == 0) {
+        for (unsigned i = 0; i < chain->depth; i++) {
+            if (chain->dev[i] == st.st_dev && chain->ino[i] == st.st_ino) {
+                vimg_error(ELOOP, "backing file loop: %s is already in the "
+                           "chain", file->filename);
+                return -1;
+            }
+        }
+        chain->dev[chain->depth] = st.st_dev;
+        chain->ino[chain->depth] = st.st_ino;
+    }
+    chain->depth++;
+    return 0;
+}
+
+/* Open the backing child of N as described by OPTS["backing"] or by the
+ * name the format driver found. */
+static int
+open_backing(struct node *n, json_t *opts, unsigned flags,
+             struct chain *chain)
+{
+    json_t *b = json_object_get(opts, "backing");
+    unsigned bflags = (flags & ~NODE_RDWR) | VIMG_OPEN_ALLOW_PROBE_RAW;
+    json_t *bopts;
+
+    if (n->backing_name && strncmp(n->backing_name, "json:", 5) &&
+        !(n->backing_full = node_path_relative(n->filename,
+                                               n->backing_name)))
+        return -1;
+    if (flags & NODE_NO_BACKING || (b && json_is_null(b)))
+        return 0;
+    if (b && json_is_object(b)) {
+        n->backing = open_in_chain(b, bflags, chain);
+        return n->backing ? 0 : -1;
+    }
+    if (b) {
+        vimg_error(EINVAL, "backing must be null or an option object");
+        return -1;
+    }
+    if (!n->backing_name)
+        return 0;
+    if (!strncmp(n->backing_name, "json:", 5)) {
+        vimg_error(EPERM, "refusing to follow a json: backing file name");
+        return -1;
+    }
+    bopts = opts_from_filename(n->backing_full, n->backing_fmt);
+    if (!bopts)
+        return -1;
+    if (!n->backing_fmt)
+        bflags &= ~VIMG_OPEN_ALLOW_PROBE_RAW;
+    n->backing = open_in_chain(bopts, bflags, chain);
+    json_decref(bopts);
+    if (!n->backing) {
+        vimg_error_prefix("could not open backing file %s", n->backing_full);
+        return -1;
+    }
+    return 0;
+}
+
+
+static struct node *
+open_in_chain(json_t *opts, unsigned flags, struct chain *chain)
+{
+    const char *drvname = opts_get_str(opts, "driver");
+    const char *nodename = opts_get_str(opts, "node-name");
+    const struct driver *drv = NULL;
+    struct node *file = NULL, *n;
+
+    if (drvname && !(drv = driver_find(drvname)))
+        return NULL;
+    if (!drv || drv->kind != DRV_PROTOCOL) {
+        file = node_open_child(NULL, opts, "file", NULL, flags);
+        if (!file)
+            return NULL;
+        if (chain_enter(chain, file) == -1)
+            goto err_file;
+        if (!drv && !(drv = probe(file, flags & VIMG_OPEN_ALLOW_PROBE_RAW)))
+            goto err_file;
+    }
+    n = node_new(drv, flags & ~VIMG_OPEN_ALLOW_PROBE_RAW);
+    if (!n)
+        goto err_file;
+    n->file = file;
+    if (nodename) {
+        free(n->node_name);
+        n->node_name = strdup(nodename);
+    }
+    if (file)
+        n->filename = strdup(file->filename);
+    if (drv->open(n, opts) == -1) {
+        /* The driver released its own state; drop the children. */
+        node_unref(n->data_file);
+        node_unref(n->file);
+        node_free(n);
+        return NULL;
+    }
+    if (drv->kind != DRV_PROTOCOL &&
+        open_backing(n, opts, flags, chain) == -1) {
+        node_unref(n); /* an opened node: close it properly */
+        return NULL;
+    }
+    return n;
+err_file:
+    node_unref(file);
+    return NULL;
+}
+
+struct node *
+node_open(json_t *opts, unsigned flags)
+{
+    struct chain *chain = calloc(1, sizeof *chain);
+    struct node *n;
+
+    if (!chain) {
+        vimg_error(ENOMEM, "out of memory");
+        return NULL;
+    }
+    n = open_in_chain(opts, flags, chain);
+    free(chain);
+    return n;
+}
+
+struct node *
+node_open_child(struct node *parent, json_t *opts, const char *key,
+                const char *default_name, unsigned flags)
+{
+    json_t *c = json_object_get(opts, key), *copts;
+    struct node *n;
+
+    (void)parent;
+    flags &= ~VIMG_OPEN_ALLOW_PROBE_RAW;
+    if (json_is_object(c)) {
+        if (!json_object_get(c, "driver")) {
+            copts = json_deep_copy(c);
+            json_object_set_new(copts, "driver", json_string("file"));
+            n = node_open(copts, flags);
+            json_decref(copts);
+            return n;
+        }
+        return node_open(c, flags);
+    }
+    if (c && !json_is_string(c)) {
+        vimg_error(EINVAL, "option '%s' must be a filename or an object",
+                   key);
+        return NULL;
+    }
+    if (!c && !default_name) {
+        vimg_error(EINVAL, "option '%s' is required", key);
+        return NULL;
+    }
+    copts = json_pack("{s:s,s:s}", "driver", "file", "filename",
+                      c ? json_string_value(c) : default_name);
+    n = node_open(copts, flags);
+    json_decref(copts);
+    return n;
+}

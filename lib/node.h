@@ -1,0 +1,208 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The node graph and the driver contract.
+ *
+ * A node is one open layer: a protocol node (bytes in a file), a format
+ * node (raw, qcow2) over a "file" child, and optionally a "backing" and a
+ * "data-file" child.  Nodes are reference counted; children are owned by
+ * their parent through one reference each.
+ *
+ * Driver contract (see also lib/io.h):
+ *  - Callbacks work on the node's own layer only.  Chain walking, copy-on-
+ *    write of partial allocation units, alignment, serialisation of
+ *    overlapping writes and bitmap dirtying live in lib/io.c.
+ *  - A NULL callback means "not supported": the core answers ENOTSUP.
+ *  - Callbacks return 0 / -1 and call vimg_error() once on failure.
+ *  - Callbacks may be called from several threads at once.  lib/io.c
+ *    guarantees that no two write-type requests (pwrite, pwrite_zeroes,
+ *    discard, truncate) touching the same n->serialise_align unit run
+ *    at the same time, and that truncate runs alone.  Reads may run
+ *    concurrently with anything.  Drivers protect their metadata with
+ *    their own lock.
+ */
+#ifndef VIMG_NODE_H
+#define VIMG_NODE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "vimg.h"
+
+struct node;
+
+enum driver_kind { DRV_PROTOCOL, DRV_FORMAT, DRV_FILTER };
+
+/* Layer-local extent flags returned by driver block_status. */
+#define EXT_ALLOCATED 0x1u /* this layer decides the content; else go to
+                            * backing (or zeroes without backing) */
+#define EXT_DATA 0x2u      /* data is stored (may read as zero) */
+#define EXT_ZERO 0x4u      /* reads as zero */
+#define EXT_OFFSET 0x8u    /* ext->offset is a valid host offset */
+#define EXT_COMPRESSED 0x10u
+#define EXT_WRITABLE 0x20u /* a partial write into any cow_align unit of
+                            * this extent may be done in place (allocated,
+                            * not compressed, not shared, not zero) */
+
+struct extent {
+    uint64_t length; /* >= 1, <= the length asked */
+    uint32_t flags;  /* EXT_* */
+    uint64_t offset; /* host offset in ext_file when EXT_OFFSET */
+    struct node *file; /* node that holds offset (n->file, data_file...) */
+};
+
+/* Request flags (same values as VIMG_REQ_*). */
+#define REQ_FUA VIMG_REQ_FUA
+#define REQ_MAY_UNMAP VIMG_REQ_MAY_UNMAP
+#define REQ_FAST VIMG_REQ_FAST
+
+/* Preallocation modes for create and truncate. */
+enum prealloc { PREALLOC_OFF, PREALLOC_METADATA, PREALLOC_FALLOC,
+                PREALLOC_FULL };
+
+struct driver {
+    const char *name;
+    enum driver_kind kind;
+    size_t state_size; /* bytes of zeroed n->state allocated before open */
+
+    /* Format probing: score 0 (no) to 100 for the first 512+ bytes. */
+    int (*probe)(const uint8_t *buf, size_t len);
+
+    /* Open N.  n->flags, n->file (for formats: already opened from the
+     * "file" option) are set.  OPTS is the node's option object (never
+     * NULL).  Must set n->size; formats with backing set
+     * n->backing_name (as recorded, malloc'd) and n->backing_fmt
+     * (malloc'd or NULL); formats set n->cow_align and
+     * n->serialise_align (bytes, powers of two, 1 = none).  A driver
+     * that needs a data-file child opens it with node_open_child() and
+     * stores it in n->data_file.  On failure, open frees what it put in
+     * n->state (the core frees n->state itself and drops children). */
+    int (*open)(struct node *n, json_t *opts);
+    /* Flush and release everything in n->state (not the children).
+     * Returns -1 if the final flush failed. */
+    int (*close)(struct node *n);
+
+    /* Read bytes of this layer.  io.c only calls it for ranges that
+     * block_status reported EXT_ALLOCATED and not EXT_ZERO; anything
+     * else must read as zeroes. */
+    int (*pread)(struct node *n, void *buf, uint64_t count, uint64_t off);
+    /* Write.  Where the cow_align unit under the request's head or tail
+     * was not EXT_WRITABLE, io.c has already widened the request to
+     * whole cow_align units (filled from the chain; the image's last
+     * unit ends at n->size and may be short), so the driver
+     * never needs data from the backing file.  The driver must keep the
+     * content of the rest of the same cluster (snapshot-shared or
+     * compressed clusters included). */
+    int (*pwrite)(struct node *n, const void *buf, uint64_t count,
+                  uint64_t off, unsigned flags);
+    /* Make [off, off+count) read as zeroes in this layer, whatever the
+     * backing file holds.  Aligned to cow_align (io.c writes zero
+     * buffers for partial units).  REQ_FAST: fail with ENOTSUP unless
+     * cheap.  ENOTSUP makes io.c fall back to pwrite of zero buffers. */
+    int (*pwrite_zeroes)(struct node *n, uint64_t off, uint64_t count,
+                         unsigned flags);
+    /* Discard: content becomes unspecified (qcow2: unallocated, or zero
+     * when a backing file would show through on v3).  Aligned to
+     * cow_align (io.c drops partial units). */
+    int (*discard)(struct node *n, uint64_t off, uint64_t count);
+    /* Make all completed writes durable (data and metadata). */
+    int (*flush)(struct node *n);
+    /* Describe [off, off+count) in this layer only: one extent starting
+     * at OFF.  WANT_ZERO asks for precise EXT_ZERO on data (e.g. holes in
+     * a raw file); without it a driver may answer quickly and coarsely. */
+    int (*block_status)(struct node *n, bool want_zero, uint64_t off,
+                        uint64_t count, struct extent *ext);
+    /* Change the virtual size; io.c has drained the node. */
+    int (*truncate)(struct node *n, uint64_t size, enum prealloc prealloc);
+    /* Bytes used on disk (qemu-img's actual-size), or -1. */
+    int64_t (*allocated_size)(struct node *n);
+
+    /* Add the format's own fields to qemu-img's ImageInfo object INFO:
+     * cluster-size, dirty-flag, snapshots, format-specific. */
+    int (*info)(struct node *n, json_t *info);
+    /* Create an image at FILENAME.  OPTS holds the resolved create
+     * options: "size" (integer), and the -o keys as strings
+     * (cluster_size, compat, backing_file, backing_fmt, ...). */
+    int (*create)(const char *filename, json_t *opts);
+};
+
+/* Node flags. */
+#define NODE_RDWR VIMG_OPEN_RDWR
+#define NODE_FORCE_SHARE VIMG_OPEN_FORCE_SHARE
+#define NODE_NO_BACKING VIMG_OPEN_NO_BACKING
+
+struct inflight; /* io.c */
+
+struct node {
+    const struct driver *drv;
+    void *state;        /* driver private, drv->state_size bytes */
+    unsigned refcnt;    /* protected by the graph (single-threaded) */
+    unsigned flags;     /* NODE_* */
+    char *node_name;    /* user-given or generated ("#n12") */
+    char *filename;     /* protocol: the path; format: file child's */
+    uint64_t size;      /* virtual size; changed only by truncate */
+
+    struct node *file;      /* "file" child (formats) */
+    struct node *backing;   /* "backing" child, or NULL */
+    struct node *data_file; /* "data-file" child (qcow2), or NULL */
+
+    char *backing_name;   /* backing file name as recorded, or NULL */
+    char *backing_fmt;    /* recorded backing format, or NULL */
+    char *backing_full;   /* resolved backing path, or NULL */
+
+    uint32_t cow_align;       /* allocation unit for partial writes */
+    uint32_t serialise_align; /* unit for overlapping-write exclusion */
+    uint32_t request_align;   /* protocol alignment (O_DIRECT), 1 */
+
+    /* io.c request tracking, protected by io_lock. */
+    pthread_mutex_t io_lock;
+    pthread_cond_t io_cond;
+    struct inflight *inflight; /* list of in-flight write ranges */
+    unsigned in_flight;        /* requests in progress */
+    bool exclusive;            /* a truncate/drain holds the node */
+};
+
+/* The public opaque handle is the internal node. */
+static inline struct node *
+node_of(vimg_node *h)
+{
+    return (struct node *)h;
+}
+
+static inline vimg_node *
+node_handle(struct node *n)
+{
+    return (vimg_node *)n;
+}
+
+extern const struct driver file_proto;
+extern const struct driver raw_format;
+extern const struct driver qcow2_format;
+
+/* Look up a driver by name; NULL with vimg_error if unknown. */
+const struct driver *driver_find(const char *name);
+
+/* A bare node for DRV with zeroed state, not opened (filters, tests);
+ * release with node_unref() (which calls drv->close). */
+struct node *node_new(const struct driver *drv, unsigned flags);
+/* Open a node from an option tree (borrowed).  FLAGS: NODE_*. */
+struct node *node_open(json_t *opts, unsigned flags);
+/* Open PARENT's child KEY ("file", "data-file") from OPTS[KEY], which is
+ * a filename string or an option object.  Formats call this for
+ * data-file; node.c opens "file" and "backing" itself.  The child is
+ * stored by the caller.  DEFAULT_NAME is used when OPTS has no KEY (may
+ * be NULL: then KEY is required). */
+struct node *node_open_child(struct node *parent, json_t *opts,
+                             const char *key, const char *default_name,
+                             unsigned flags);
+/* Take / drop a reference.  The last unref closes the node and drops
+ * its children; returns -1 if a close failed. */
+void node_ref(struct node *n);
+int node_unref(struct node *n);
+
+/* Resolve NAME relative to the folder of BASE_FILENAME; caller frees. */
+char *node_path_relative(const char *base_filename, const char *name);
+
+#endif /* VIMG_NODE_H */

@@ -1,0 +1,333 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The "file" protocol: bytes in a regular file or block device.
+ *
+ * pread/pwrite loop over short transfers and EINTR; FUA is RWF_DSYNC;
+ * zeroes use fallocate (ZERO_RANGE, or PUNCH_HOLE when unmapping is
+ * allowed); block status uses SEEK_DATA/SEEK_HOLE.  After one failed
+ * fdatasync every later flush fails too: the kernel may have dropped the
+ * dirty pages, so a retry that succeeds would lie (fsyncgate).
+ *
+ * Options: filename (required); locking=auto|on|off.  The file takes
+ * QEMU's OFD lock bytes at open (lib/lock.c): a writer holds consistent
+ * read, write and resize and shares consistent read and write-unchanged;
+ * a reader holds consistent read and shares all but write and resize;
+ * -U (force-share) holds consistent read and shares everything.
+ */
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "checked.h"
+#include "error.h"
+#include "lock.h"
+#include "node.h"
+#include "options.h"
+
+struct file_state {
+    int fd;
+    bool is_block;
+    bool flush_failed; /* sticky: see the comment at the top */
+};
+
+static int
+take_locks(struct node *n, json_t *opts)
+{
+    struct file_state *s = n->state;
+    const char *mode = opts_get_str(opts, "locking");
+    unsigned perm = PERM_CONSISTENT_READ, shared;
+
+    if (mode && !strcmp(mode, "off"))
+        return 0;
+    if (mode && strcmp(mode, "on") && strcmp(mode, "auto")) {
+        vimg_error(EINVAL, "locking must be auto, on or off");
+        return -1;
+    }
+    if (n->flags & NODE_RDWR) {
+        perm |= PERM_WRITE | PERM_RESIZE;
+        shared = PERM_CONSISTENT_READ | PERM_WRITE_UNCHANGED;
+    } else if (n->flags & NODE_FORCE_SHARE) {
+        shared = PERM_ALL;
+    } else {
+        shared = PERM_ALL & ~(PERM_WRITE | PERM_RESIZE);
+    }
+    return lock_update(s->fd, n->filename, 0, PERM_ALL, perm, shared);
+}
+
+static int
+file_open(struct node *n, json_t *opts)
+{
+    static const char *const keys[] = { "driver", "node-name", "filename",
+                                        "locking", "read-only", "aio",
+                                        "cache", NULL };
+    struct file_state *s = n->state;
+    const char *filename = opts_get_str(opts, "filename");
+    int oflags = (n->flags & NODE_RDWR) ? O_RDWR : O_RDONLY;
+    struct stat st;
+
+    if (opts_check_keys(opts, keys, "the 'file' driver") == -1)
+        return -1;
+    if (!filename) {
+        vimg_error(EINVAL, "the 'file' driver needs a filename");
+        return -1;
+    }
+    if (!(n->filename = strdup(filename))) {
+        vimg_error(ENOMEM, "out of memory");
+        return -1;
+    }
+    s->fd = open(filename, oflags | O_CLOEXEC);
+    if (s->fd == -1) {
+        vimg_error(errno, "Could not open '%s': %m", filename);
+        return -1;
+    }
+    if (fstat(s->fd, &st) == -1) {
+        vimg_error(errno, "%s: %m", filename);
+        goto err;
+    }
+    if (S_ISBLK(st.st_mode)) {
+        s->is_block = true;
+        if (ioctl(s->fd, BLKGETSIZE64, &n->size) == -1) {
+            vimg_error(errno, "%s: cannot get device size: %m", filename);
+            goto err;
+        }
+    } else if (S_ISREG(st.st_mode)) {
+        n->size = st.st_size;
+    } else {
+        vimg_error(EINVAL, "'%s' is not a file or a block device", filename);
+        goto err;
+    }
+    if (take_locks(n, opts) == -1)
+        goto err;
+    return 0;
+err:
+    close(s->fd);
+    return -1;
+}
+
+static int
+file_close(struct node *n)
+{
+    struct file_state *s = n->state;
+
+    return close(s->fd) == -1 && errno != EINTR ? -1 : 0;
+}
+
+static int
+file_pread(struct node *n, void *buf, uint64_t count, uint64_t off)
+{
+    struct file_state *s = n->state;
+    char *p = buf;
+
+    while (count) {
+        ssize_t r = pread(s->fd, p, MIN(count, (uint64_t)1 << 30), off);
+
+        if (r == -1) {
+            if (errno == EINTR)
+                continue;
+            vimg_error(errno, "%s: read at offset %" PRIu64 ": %m",
+                       n->filename, off);
+            return -1;
+        }
+        if (r == 0) { /* end of file: zeroes */
+            memset(p, 0, count);
+            return 0;
+        }
+        p += r;
+        off += r;
+        count -= r;
+    }
+    return 0;
+}
+
+static int
+file_pwrite(struct node *n, const void *buf, uint64_t count, uint64_t off,
+            unsigned flags)
+{
+    struct file_state *s = n->state;
+    const char *p = buf;
+
+    while (count) {
+        struct iovec iov = { (void *)p, MIN(count, (uint64_t)1 << 30) };
+        ssize_t r = pwritev2(s->fd, &iov, 1, off,
+                             (flags & REQ_FUA) ? RWF_DSYNC : 0);
+
+        if (r == -1) {
+            if (errno == EINTR)
+                continue;
+            vimg_error(errno, "%s: write at offset %" PRIu64 ": %m",
+                       n->filename, off);
+            return -1;
+        }
+        p += r;
+        off += r;
+        count -= r;
+    }
+    return 0;
+}
+
+static int
+file_flush(struct node *n)
+{
+    struct file_state *s = n->state;
+
+    if (s->flush_failed) {
+        vimg_error(EIO, "%s: an earlier flush failed; data may be lost",
+                   n->filename);
+        return -1;
+    }
+    if (fdatasync(s->fd) == -1) {
+        s->flush_failed = true;
+        vimg_error(errno, "%s: flush: %m", n->filename);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+file_pwrite_zeroes(struct node *n, uint64_t off, uint64_t count,
+                   unsigned flags)
+{
+    struct file_state *s = n->state;
+    int mode = FALLOC_FL_ZERO_RANGE;
+
+    if (s->is_block) {
+        vimg_error(ENOTSUP, "zeroing block devices by fallocate");
+        return -1;
+    }
+    /* Punching past the end would not grow the file: zero-range then. */
+    if ((flags & REQ_MAY_UNMAP) && off + count <= n->size)
+        mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+    if (fallocate(s->fd, mode, off, count) == -1) {
+        if (errno == EOPNOTSUPP || errno == ENOSYS || errno == EINVAL) {
+            vimg_error(ENOTSUP, "fallocate not supported");
+            return -1;
+        }
+        vimg_error(errno, "%s: zero at offset %" PRIu64 ": %m", n->filename,
+                   off);
+        return -1;
+    }
+    if ((flags & REQ_FUA) && file_flush(n) == -1)
+        return -1;
+    return 0;
+}
+
+static int
+file_discard(struct node *n, uint64_t off, uint64_t count)
+{
+    struct file_state *s = n->state;
+
+    if (s->is_block || fallocate(s->fd, FALLOC_FL_PUNCH_HOLE |
+                                 FALLOC_FL_KEEP_SIZE, off, count) == -1) {
+        vimg_error(ENOTSUP, "discard not supported");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+file_block_status(struct node *n, bool want_zero, uint64_t off,
+                  uint64_t count, struct extent *e)
+{
+    struct file_state *s = n->state;
+    off_t data, hole;
+
+    e->flags = EXT_ALLOCATED | EXT_OFFSET | EXT_WRITABLE;
+    e->offset = off;
+    e->file = n;
+    e->length = count;
+    if (!want_zero || s->is_block) {
+        e->flags |= EXT_DATA;
+        return 0;
+    }
+    data = lseek(s->fd, off, SEEK_DATA);
+    if (data == -1 && errno == ENXIO) {
+        e->flags |= EXT_ZERO; /* a hole up to the end of the file */
+        return 0;
+    }
+    if (data == -1) {
+        e->flags |= EXT_DATA; /* cannot tell: say data */
+        return 0;
+    }
+    if ((uint64_t)data > off) {
+        e->flags |= EXT_ZERO;
+        e->length = MIN(count, (uint64_t)data - off);
+        return 0;
+    }
+    hole = lseek(s->fd, off, SEEK_HOLE);
+    e->flags |= EXT_DATA;
+    if (hole > (off_t)off)
+        e->length = MIN(count, (uint64_t)hole - off);
+    return 0;
+}
+
+static int
+file_truncate(struct node *n, uint64_t size, enum prealloc prealloc)
+{
+    struct file_state *s = n->state;
+    uint64_t old = n->size;
+
+    if (s->is_block) {
+        vimg_error(ENOTSUP, "cannot resize a block device");
+        return -1;
+    }
+    if (ftruncate(s->fd, size) == -1) {
+        vimg_error(errno, "%s: resize: %m", n->filename);
+        return -1;
+    }
+    if (size > old && prealloc == PREALLOC_FALLOC &&
+        fallocate(s->fd, 0, old, size - old) == -1) {
+        vimg_error(errno, "%s: preallocation: %m", n->filename);
+        return -1;
+    }
+    if (size > old && prealloc == PREALLOC_FULL) {
+        char *zero = calloc(1, 1 << 20);
+
+        if (!zero) {
+            vimg_error(ENOMEM, "out of memory");
+            return -1;
+        }
+        for (uint64_t o = old; o < size; o += 1 << 20) {
+            if (file_pwrite(n, zero, MIN(size - o, 1 << 20), o, 0) == -1) {
+                free(zero);
+                return -1;
+            }
+        }
+        free(zero);
+    }
+    return 0;
+}
+
+static int64_t
+file_allocated_size(struct node *n)
+{
+    struct file_state *s = n->state;
+    struct stat st;
+
+    if (fstat(s->fd, &st) == -1) {
+        vimg_error(errno, "%s: %m", n->filename);
+        return -1;
+    }
+    return (int64_t)st.st_blocks * 512;
+}
+
+const struct driver file_proto = {
+    .name = "file",
+    .kind = DRV_PROTOCOL,
+    .state_size = sizeof(struct file_state),
+    .open = file_open,
+    .close = file_close,
+    .pread = file_pread,
+    .pwrite = file_pwrite,
+    .pwrite_zeroes = file_pwrite_zeroes,
+    .discard = file_discard,
+    .flush = file_flush,
+    .block_status = file_block_status,
+    .truncate = file_truncate,
+    .allocated_size = file_allocated_size,
+};
