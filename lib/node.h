@@ -57,6 +57,26 @@ struct extent {
 #define REQ_FUA VIMG_REQ_FUA
 #define REQ_MAY_UNMAP VIMG_REQ_MAY_UNMAP
 #define REQ_FAST VIMG_REQ_FAST
+/* pwrite: store compressed.  io.c passes it only for requests that
+ * cover whole clusters (n->serialise_align units; the last may end at
+ * n->size); drivers without compression fail with ENOTSUP. */
+#define REQ_COMPRESSED VIMG_REQ_COMPRESSED
+
+/* Result of a consistency check (qemu-img check's counters).  Drivers
+ * report each finding through REPORT (one line, no newline), never by
+ * printing. */
+struct check_result {
+    uint64_t corruptions, leaks, check_errors;
+    uint64_t corruptions_fixed, leaks_fixed;
+    uint64_t image_end_offset;
+    uint64_t allocated_clusters, total_clusters;
+    uint64_t fragmented_clusters, compressed_clusters;
+    bool has_cluster_stats; /* the *_clusters fields are meaningful */
+    void (*report)(void *opaque, const char *msg);
+    void *opaque;
+};
+#define CHECK_FIX_LEAKS 0x1u
+#define CHECK_FIX_ERRORS 0x2u
 
 /* Preallocation modes for create and truncate. */
 enum prealloc { PREALLOC_OFF, PREALLOC_METADATA, PREALLOC_FALLOC,
@@ -122,6 +142,14 @@ struct driver {
     /* Add the format's own fields to qemu-img's ImageInfo object INFO:
      * cluster-size, dirty-flag, snapshots, format-specific. */
     int (*info)(struct node *n, json_t *info);
+    /* Check this layer's metadata, repairing what FIX allows; fills R.
+     * Returns -1 only when the check itself could not run. */
+    int (*check)(struct node *n, struct check_result *r, unsigned fix);
+    /* qemu-img measure: bytes a new image with create options OPTS
+     * ("size" is set) needs when holding the data of SRC (NULL: empty)
+     * and when fully allocated. */
+    int (*measure)(json_t *opts, struct node *src, uint64_t *required,
+                   uint64_t *fully_allocated);
     /* Create an image at FILENAME.  OPTS holds the resolved create
      * options: "size" (integer), and the -o keys as strings
      * (cluster_size, compat, backing_file, backing_fmt, ...). */

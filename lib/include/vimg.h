@@ -32,6 +32,8 @@ typedef struct vimg_node vimg_node;
 #define VIMG_REQ_FUA 0x1u       /* write: durable on return */
 #define VIMG_REQ_MAY_UNMAP 0x2u /* zeroes: may deallocate */
 #define VIMG_REQ_FAST 0x4u      /* zeroes: fail with ENOTSUP if slow */
+#define VIMG_REQ_COMPRESSED 0x8u /* write: store compressed (qcow2; whole
+                                  * clusters only) */
 
 /* Extent flags (vimg_block_status). */
 #define VIMG_EXT_ALLOCATED 0x1u /* some layer of the chain decides it */
