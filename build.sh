@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 BUILD_PKGS="build-essential cmake pkg-config perl zlib1g-dev libzstd-dev
-            libjansson-dev libcmocka-dev"
+            libjansson-dev libcmocka-dev libnbd-dev"
 TEST_PKGS="qemu-utils qemu-system-common libnbd-bin nbdkit bats bats-assert
            bats-support jq python3 util-linux"
 JOBS=$(nproc)

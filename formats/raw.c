@@ -73,6 +73,11 @@ raw_pwrite(struct node *n, const void *buf, uint64_t count, uint64_t off,
 {
     struct raw_state *s = n->state;
 
+    if (flags & REQ_COMPRESSED) {
+        vimg_error(ENOTSUP, "the 'raw' format does not support "
+                   "compressed writes");
+        return -1;
+    }
     return node_pwrite(n->file, buf, count, off + s->offset, flags);
 }
 
@@ -128,6 +133,22 @@ raw_allocated_size(struct node *n)
                : -1;
 }
 
+/* qemu-img measure -O raw: every byte of the virtual size is stored. */
+static int
+raw_measure(json_t *opts, struct node *src, uint64_t *required,
+            uint64_t *fully_allocated)
+{
+    static const char *const keys[] = { "size", "preallocation", "nocow",
+                                        "extent_size_hint", NULL };
+    uint64_t size;
+
+    if (opts_check_keys(opts, keys, "the 'raw' format") == -1 ||
+        opts_get_size(opts, "size", 0, &size) == -1)
+        return -1;
+    *required = *fully_allocated = src ? src->size : ALIGN_UP(size, 512);
+    return 0;
+}
+
 static int
 raw_create(const char *filename, json_t *opts)
 {
@@ -181,5 +202,6 @@ const struct driver raw_format = {
     .block_status = raw_block_status,
     .truncate = raw_truncate,
     .allocated_size = raw_allocated_size,
+    .measure = raw_measure,
     .create = raw_create,
 };

@@ -112,7 +112,8 @@ vimg_pwrite(vimg_node *h, const void *buf, size_t count, uint64_t off,
 {
     struct node *n = node_of(h);
 
-    return node_pwrite(n, buf, count, off, flags & REQ_FUA);
+    return node_pwrite(n, buf, count, off,
+                      flags & (REQ_FUA | REQ_COMPRESSED));
 }
 
 int

@@ -13,6 +13,8 @@
  * unit with data read through the chain (copy-on-write); overlapping
  * write-type requests are serialised per serialise_align unit through a
  * list of in-flight ranges; truncate waits until the node is idle.
+ * Compressed writes (REQ_COMPRESSED) must cover whole serialise_align
+ * units and go to the driver unwidened.
  *
  * Locking: n->io_lock protects n->inflight, n->in_flight, n->exclusive
  * and, for protocol nodes, growth of n->size.
@@ -296,6 +298,26 @@ format_pwrite_locked(struct node *n, const char *buf, uint64_t count,
                               mid_end, flags);
 }
 
+/* A compressed write must cover whole serialise_align units (the last
+ * may end at the image's end); protocols never compress. */
+static int
+check_compressed(struct node *n, uint64_t count, uint64_t off)
+{
+    uint64_t a = n->serialise_align, end = off + count;
+
+    if (is_protocol(n)) {
+        vimg_error(ENOTSUP, "%s: compressed writes are not supported",
+                   n->drv->name);
+        return -1;
+    }
+    if (!IS_ALIGNED(off, a) || (!IS_ALIGNED(end, a) && end != n->size)) {
+        vimg_error(EINVAL, "compressed writes must cover whole clusters "
+                   "(%" PRIu64 " bytes)", a);
+        return -1;
+    }
+    return 0;
+}
+
 int
 node_pwrite(struct node *n, const void *buf, uint64_t count, uint64_t off,
             unsigned flags)
@@ -310,8 +332,17 @@ node_pwrite(struct node *n, const void *buf, uint64_t count, uint64_t off,
     if (check_writable(n) == -1 ||
         check_range(n, off, count, is_protocol(n)) == -1)
         return -1;
+    if ((flags & REQ_COMPRESSED) && check_compressed(n, count, off) == -1)
+        return -1;
     if (count == 0)
         return (flags & REQ_FUA) ? node_flush(n) : 0;
+    if (flags & REQ_COMPRESSED) {
+        /* Whole clusters: no copy-on-write widening needed. */
+        range_lock(n, &r, off, count);
+        ret = n->drv->pwrite(n, buf, count, off, flags);
+        range_unlock(n, &r);
+        return ret;
+    }
     if (is_protocol(n)) {
         enter(n);
         ret = n->drv->pwrite(n, buf, count, off, flags);

@@ -31,6 +31,7 @@
 
 static const struct driver *const drivers[] = {
     &file_proto,
+    &nbd_proto,
     &raw_format,
     &qcow2_format,
 };
@@ -128,7 +129,9 @@ node_path_relative(const char *base_filename, const char *name)
     char *out;
     const char *dir;
 
-    if (name[0] == '/' || !base_filename || !strchr(base_filename, '/'))
+    /* URIs (nbd://...) are not relative to anything. */
+    if (name[0] == '/' || strstr(name, "://") || !base_filename ||
+        strstr(base_filename, "://") || !strchr(base_filename, '/'))
         out = strdup(name);
     else {
         copy = strdup(base_filename);
@@ -224,6 +227,13 @@ open_backing(struct node *n, json_t *opts, unsigned flags,
     if (flags & NODE_NO_BACKING || (b && json_is_null(b)))
         return 0;
     if (b && json_is_object(b)) {
+        bool ro;
+
+        /* blockdev-add's "read-only": backing layers default to it. */
+        if (opts_get_bool(b, "read-only", true, &ro) == -1)
+            return -1;
+        if (!ro)
+            bflags = (bflags | NODE_RDWR) & ~VIMG_OPEN_FORCE_SHARE;
         n->backing = open_in_chain(b, bflags, chain);
         return n->backing ? 0 : -1;
     }

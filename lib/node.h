@@ -142,6 +142,14 @@ struct driver {
     /* Add the format's own fields to qemu-img's ImageInfo object INFO:
      * cluster-size, dirty-flag, snapshots, format-specific. */
     int (*info)(struct node *n, json_t *info);
+    /* Record NAME (may be NULL: none) and FMT as the backing file in
+     * the image's metadata, after making everything written so far
+     * durable; updates n->backing_name/backing_fmt (not n->backing). */
+    int (*change_backing)(struct node *n, const char *name,
+                          const char *fmt);
+    /* Drop everything this layer allocates, so that the whole image
+     * reads through to its backing file again (commit). */
+    int (*make_empty)(struct node *n);
     /* Check this layer's metadata, repairing what FIX allows; fills R.
      * Returns -1 only when the check itself could not run. */
     int (*check)(struct node *n, struct check_result *r, unsigned fix);
@@ -160,6 +168,7 @@ struct driver {
 #define NODE_RDWR VIMG_OPEN_RDWR
 #define NODE_FORCE_SHARE VIMG_OPEN_FORCE_SHARE
 #define NODE_NO_BACKING VIMG_OPEN_NO_BACKING
+#define NODE_CHECK VIMG_OPEN_CHECK
 
 struct inflight; /* io.c */
 
@@ -206,6 +215,7 @@ node_handle(struct node *n)
 }
 
 extern const struct driver file_proto;
+extern const struct driver nbd_proto;
 extern const struct driver raw_format;
 extern const struct driver qcow2_format;
 
@@ -230,7 +240,8 @@ struct node *node_open_child(struct node *parent, json_t *opts,
 void node_ref(struct node *n);
 int node_unref(struct node *n);
 
-/* Resolve NAME relative to the folder of BASE_FILENAME; caller frees. */
+/* Resolve NAME relative to the folder of BASE_FILENAME (URIs such as
+ * nbd://..., or names under a URI, are kept as they are); caller frees. */
 char *node_path_relative(const char *base_filename, const char *name);
 
 #endif /* VIMG_NODE_H */

@@ -4,7 +4,9 @@
  * QEMU's blockdev-add arguments.  This file builds that tree from the
  * three front-end forms (a plain filename with an optional format,
  * dotted "key.sub=value" strings as in --image-opts, and JSON text, also
- * as a "json:{...}" filename) and reads typed values out of it.
+ * as a "json:{...}" filename) and reads typed values out of it.  NBD
+ * URIs (nbd://, nbd+unix://...) name an "nbd" protocol node; the format
+ * over it is probed as for files unless given, as qemu-img does.
  *
  * Dotted strings follow QEMU's rules: ',' separates pairs, ",," is a
  * literal comma, and dots nest objects.  All values stay strings; the
@@ -156,8 +158,17 @@ opts_from_filename(const char *filename, const char *format)
             json_object_set_new(obj, "driver", json_string(format));
         return obj;
     }
-    obj = json_pack("{s:{s:s,s:s}}", "file", "driver", "file", "filename",
-                    filename);
+    if (!strncmp(filename, "nbds://", 7) || !strncmp(filename, "nbds+", 5)) {
+        vimg_error(ENOTSUP, "%s: NBD over TLS is not supported yet",
+                   filename);
+        return NULL;
+    }
+    if (!strncmp(filename, "nbd://", 6) || !strncmp(filename, "nbd+", 4))
+        obj = json_pack("{s:{s:s,s:s}}", "file", "driver", "nbd", "uri",
+                        filename);
+    else
+        obj = json_pack("{s:{s:s,s:s}}", "file", "driver", "file",
+                        "filename", filename);
     if (!obj) {
         vimg_error(ENOMEM, "out of memory");
         return NULL;

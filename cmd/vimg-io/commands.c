@@ -36,7 +36,7 @@ static const char write_help[] =
     "\n"
     " Writes into a segment of the currently open file, using a buffer\n"
     " filled with a set pattern (0xcdcdcdcd).\n"
-    " -c, -- write compressed data (not supported yet)\n"
+    " -c, -- write compressed data with blk_write_compressed\n"
     " -f, -- use Force Unit Access semantics\n"
     " -n, -- with -z, don't allow slow fallback\n"
     " -p, -- ignored for backwards compatibility\n"

@@ -3,7 +3,8 @@
  * vimg-io's "read" and "write" commands, with qemu-io's options, checks
  * and messages: read verifies a pattern (-P, -s, -l) and dumps (-v);
  * write fills a buffer with a pattern byte or a file's bytes, or writes
- * zeroes (-z, -u, -n), optionally with FUA (-f).  Both time the request
+ * zeroes (-z, -u, -n), optionally with FUA (-f) or compressed (-c: whole
+ * clusters of a qcow2 image).  Both time the request
  * and print qemu-io's report unless -q.
  */
 #include <errno.h>
@@ -261,7 +262,8 @@ do_write(struct io_ctx *ctx, const struct write_opts *o, int64_t off,
     }
     if (!count)
         return 0;
-    return vimg_pwrite(ctx->node, buf, count, off, o->flags);
+    return vimg_pwrite(ctx->node, buf, count, off,
+                       o->flags | (o->compressed ? VIMG_REQ_COMPRESSED : 0));
 }
 
 int
@@ -274,11 +276,6 @@ io_cmd_write(struct io_ctx *ctx, int argc, char **argv)
 
     if (write_parse(argc, argv, &o, &off, &count) == -1)
         return -1;
-    if (o.compressed) {
-        io_err("write failed: Operation not supported (compressed writes "
-               "are not supported yet)\n");
-        return -1;
-    }
     if (io_check_range(ctx, "write", off, count) == -1)
         return -1;
     clock_gettime(CLOCK_MONOTONIC, &t1);

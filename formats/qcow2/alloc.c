@@ -13,7 +13,9 @@
  * are referenced (refcount raised) before the L2/L1 entry, and the L2
  * write-back syncs the refcounts first; frees are queued and applied
  * only after the L2/L1 tables that dropped the reference are durable.
- * Writes in place to clusters we own run outside s->lock.
+ * Writes in place to clusters we own run outside s->lock.  Compressed
+ * writes (REQ_COMPRESSED) are packed and written by compress.c, which
+ * calls back here only to install the L2 entry.
  */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -82,6 +84,15 @@ qcow2_flush_all_locked(struct qcow2_state *s)
         s->pending_free.len = 0;
         if (qcow2_flush_refcounts_locked(s) == -1)
             return -1;
+        if (s->comp_tail) {
+            /* Never pack compressed data into a cluster just freed. */
+            uint64_t rc;
+            if (qcow2_refcount_get_locked(s, s->comp_tail >> s->cluster_bits,
+                                          &rc) == -1)
+                return -1;
+            if (rc == 0)
+                s->comp_tail = 0;
+        }
     }
     return 0;
 }
@@ -197,6 +208,21 @@ maybe_flush(struct qcow2_state *s)
     if (s->pending_free.len / 2 >= PENDING_FREE_MAX)
         return qcow2_flush_all_locked(s);
     return 0;
+}
+
+int
+qcow2_set_compressed_locked(struct qcow2_state *s, uint64_t cl,
+                            uint64_t entry)
+{
+    struct qcow2_l2e old, ne = { entry, 0 }; /* extended L2: bitmap 0 */
+
+    if (qcow2_lookup_locked(s, cl, &old) == -1 || set_entry(s, cl, &ne) == -1)
+        return -1;
+    s->need_sync = true; /* the data goes to disk before this entry */
+    if (entry_has_host(s, old.entry) &&
+        qcow2_free_entry_locked(s, old.entry) == -1)
+        return -1;
+    return maybe_flush(s);
 }
 
 /* Mask of subclusters covered by [in, in+len) of a cluster. */
@@ -369,6 +395,11 @@ qcow2_pwrite(struct node *n, const void *buf, uint64_t count, uint64_t off,
     struct qcow2_state *s = n->state;
     const uint8_t *p = buf;
 
+    if (flags & REQ_COMPRESSED) {
+        if (qcow2_pwrite_compressed(n, p, count, off) == -1)
+            return -1;
+        count = 0;
+    }
     while (count) {
         uint64_t len = MIN(count, s->cluster_size - (off % s->cluster_size));
         if (write_cluster(s, p, off, len) == -1)

@@ -162,7 +162,8 @@ validate_features(struct qcow2_state *s, struct node *n)
                    unknown);
         return -1;
     }
-    if ((s->incompat & QCOW2_INCOMPAT_CORRUPT) && (n->flags & NODE_RDWR)) {
+    if ((s->incompat & QCOW2_INCOMPAT_CORRUPT) && (n->flags & NODE_RDWR) &&
+        !(n->flags & NODE_CHECK)) {
         vimg_error(EACCES, "image is corrupt; cannot be opened read/write");
         return -1;
     }

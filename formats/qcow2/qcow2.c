@@ -22,6 +22,8 @@
 struct qmap {
     enum qcow2_kind kind;
     bool writable;
+    bool has_host; /* host is valid (also for unallocated subclusters of
+                    * an allocated extended-L2 cluster, as qemu reports) */
     uint64_t host;  /* NORMAL / ZERO_ALLOC: host offset of the start */
     uint64_t entry; /* COMPRESSED: the descriptor */
     uint64_t len;
@@ -44,6 +46,18 @@ host_of(const struct qcow2_state *s, const struct qcow2_l2e *e)
     return e->entry & QCOW2_OFFSET_MASK;
 }
 
+/* Does a unit of kind K in entry E have a host offset? */
+static bool
+unit_has_host(const struct qcow2_state *s, const struct qcow2_l2e *e,
+              enum qcow2_kind k)
+{
+    if (k == Q_NORMAL || k == Q_ZERO_ALLOC)
+        return true;
+    return k == Q_UNALLOC && s->extl2 &&
+           ((e->entry & QCOW2_OFFSET_MASK) ||
+            (s->data_file_name && (e->entry & QCOW2_OFLAG_COPIED)));
+}
+
 /* Map [off, off+max): the first unit's kind, merged with following
  * units of the same kind (contiguous host offsets where they have one).
  * MERGE_COMPRESSED: also merge compressed clusters (block status). */
@@ -62,6 +76,7 @@ map_locked(struct qcow2_state *s, uint64_t off, uint64_t max,
     m->entry = e.entry;
     m->host = host_of(s, &e) + off % cs;
     m->writable = m->kind == Q_NORMAL && (e.entry & QCOW2_OFLAG_COPIED);
+    m->has_host = unit_has_host(s, &e, m->kind);
     m->len = unit - off % unit;
     if (m->kind == Q_COMPRESSED)
         m->len = cs - off % cs;
@@ -71,9 +86,9 @@ map_locked(struct qcow2_state *s, uint64_t off, uint64_t max,
     while (m->len < max) {
         uint64_t l1i = pos / per_l1;
         enum qcow2_kind k;
-        bool has_host = m->kind == Q_NORMAL || m->kind == Q_ZERO_ALLOC;
+        bool has_host = m->has_host;
 
-        if (m->kind == Q_UNALLOC &&
+        if (m->kind == Q_UNALLOC && !has_host &&
             (l1i >= s->l1_size || !(s->l1[l1i] & QCOW2_OFFSET_MASK))) {
             uint64_t step = per_l1 - pos % per_l1;
             m->len += step;
@@ -86,7 +101,7 @@ map_locked(struct qcow2_state *s, uint64_t off, uint64_t max,
             cur_cl = pos / cs;
         }
         k = qcow2_classify(s, &e, (pos % cs) / unit);
-        if (k != m->kind)
+        if (k != m->kind || unit_has_host(s, &e, k) != has_host)
             break;
         if (k == Q_NORMAL &&
             m->writable != !!(e.entry & QCOW2_OFLAG_COPIED))
@@ -147,17 +162,57 @@ qcow2_pread(struct node *n, void *buf, uint64_t count, uint64_t off)
     return 0;
 }
 
+/* qemu's qcow2_detect_metadata_preallocation(): far more clusters are
+ * referenced than the file occupies on disk (preallocation=metadata), so
+ * data clusters may be holes in the file.  A file that is not sparse is
+ * answered without a scan, and the scan stops at the threshold. */
+static bool
+detect_metadata_prealloc_locked(struct node *n, struct qcow2_state *s)
+{
+    uint64_t end = DIV_ROUND_UP(n->file->size, s->cluster_size);
+    uint64_t real, threshold, count = 0, rc;
+    int64_t alloc = n->file->drv->allocated_size
+                        ? n->file->drv->allocated_size(n->file)
+                        : -1;
+
+    if (alloc < 0)
+        return false;
+    real = (uint64_t)alloc / s->cluster_size;
+    threshold = MAX(real * 10 / 9, real + 2);
+    if (threshold > end)
+        return false;
+    for (uint64_t i = 0; i < end && count < threshold; i++) {
+        if (qcow2_refcount_get_locked(s, i, &rc) == -1)
+            return false;
+        count += rc != 0;
+    }
+    return count >= threshold;
+}
+
+/* The detection is made once per open image, as qemu does. */
+static bool
+metadata_preallocated_locked(struct node *n, struct qcow2_state *s)
+{
+    if (!s->metadata_prealloc_checked) {
+        s->metadata_prealloc = detect_metadata_prealloc_locked(n, s);
+        s->metadata_prealloc_checked = true;
+    }
+    return s->metadata_prealloc;
+}
+
 static int
 qcow2_block_status(struct node *n, bool want_zero, uint64_t off,
                    uint64_t count, struct extent *ext)
 {
     struct qcow2_state *s = n->state;
+    bool recurse = false;
     struct qmap m;
     int r;
 
-    (void)want_zero;
     pthread_mutex_lock(&s->lock);
     r = map_locked(s, off, count, true, &m);
+    if (r == 0 && want_zero && m.kind == Q_NORMAL)
+        recurse = metadata_preallocated_locked(n, s);
     pthread_mutex_unlock(&s->lock);
     if (r == -1)
         return -1;
@@ -166,7 +221,7 @@ qcow2_block_status(struct node *n, bool want_zero, uint64_t off,
     ext->file = NULL;
     switch (m.kind) {
     case Q_UNALLOC:
-        ext->flags = 0;
+        ext->flags = m.has_host ? EXT_OFFSET : 0;
         break;
     case Q_ZERO:
         ext->flags = EXT_ALLOCATED | EXT_ZERO;
@@ -186,6 +241,14 @@ qcow2_block_status(struct node *n, bool want_zero, uint64_t off,
     if (ext->flags & EXT_OFFSET) {
         ext->offset = m.host;
         ext->file = s->data;
+    }
+    if (recurse) { /* as qemu: ask the file whether the data is a hole */
+        struct extent fx;
+
+        if (node_block_status_layer(s->data, true, m.host, m.len, &fx) == 0) {
+            ext->length = fx.length;
+            ext->flags |= fx.flags & EXT_ZERO;
+        }
     }
     return 0;
 }
@@ -305,7 +368,8 @@ qcow2_open(struct node *n, json_t *opts)
     s->free_hint = 1;
     n->cow_align = s->subcluster_size;
     n->serialise_align = s->cluster_size;
-    if (!s->readonly && (s->incompat & QCOW2_INCOMPAT_DIRTY)) {
+    if (!s->readonly && (s->incompat & QCOW2_INCOMPAT_DIRTY) &&
+        !(n->flags & NODE_CHECK)) {
         LOCK_GUARD(&s->lock);
         if (qcow2_rebuild_refcounts_locked(s) == -1) {
             vimg_error_prefix("repairing refcounts of a dirty image");
@@ -434,12 +498,15 @@ qcow2_allocated_size(struct node *n)
     return -1;
 }
 
+
 const struct driver qcow2_format = {
     .name = "qcow2",
     .kind = DRV_FORMAT,
     .state_size = sizeof(struct qcow2_state),
     .probe = probe,
     .open = qcow2_open,
+    .change_backing = qcow2_change_backing,
+    .make_empty = qcow2_make_empty,
     .close = qcow2_close,
     .pread = qcow2_pread,
     .pwrite = qcow2_pwrite,
@@ -450,5 +517,7 @@ const struct driver qcow2_format = {
     .truncate = qcow2_truncate,
     .allocated_size = qcow2_allocated_size,
     .info = qcow2_info,
+    .measure = qcow2_measure,
+    .check = qcow2_check,
     .create = qcow2_create,
 };

@@ -247,12 +247,16 @@ struct qcow2_state {
     uint32_t backing_size;
 
     struct node *data; /* node holding guest data (file or data_file) */
+    /* qemu's metadata-preallocation detection, made once per open. */
+    bool metadata_prealloc, metadata_prealloc_checked;
     bool raw_data;     /* data_file_raw */
 
     struct qcow2_cache l2_cache;
     struct qcow2_cache rb_cache;
     bool need_sync; /* data or refcounts written since the last sync */
     uint64_t free_hint; /* no free cluster below this index */
+    uint64_t comp_tail; /* next free byte of the cluster compressed data
+                         * is packed into; 0 = none (compress.c) */
     struct u64_vector pending_free; /* (offset | nclusters<<?) see alloc.c */
     bool autoclear_done; /* unknown/bitmap autoclear bits cleared */
     bool readonly;
@@ -345,8 +349,9 @@ int qcow2_refcount_update_locked(struct qcow2_state *s, uint64_t cluster,
 int qcow2_flush_refcounts_locked(struct qcow2_state *s);
 /* Find and reference N contiguous free clusters; host offset. */
 int64_t qcow2_alloc_clusters_locked(struct qcow2_state *s, uint64_t n);
-/* check.c: rebuild every refcount from the L1/L2 tables (dirty-bit
- * repair), write a new refcount structure and clear the dirty bit. */
+/* check*.c, repair.c: the check callback (qemu-img check), and the
+ * dirty-bit repair on a read-write open (a check with every fix). */
+int qcow2_check(struct node *n, struct check_result *r, unsigned fix);
 int qcow2_rebuild_refcounts_locked(struct qcow2_state *s);
 /* Helpers shared with check.c. */
 int qcow2_write_new_structure_locked(struct qcow2_state *s, uint64_t start,
@@ -375,12 +380,24 @@ int qcow2_free_clusters_later_locked(struct qcow2_state *s, uint64_t off,
                                      uint64_t n);
 /* Flush all metadata in dependency order and apply pending frees. */
 int qcow2_flush_all_locked(struct qcow2_state *s);
+/* Point guest cluster CL at the compressed descriptor ENTRY (data already
+ * written) and queue freeing of what it held. */
+int qcow2_set_compressed_locked(struct qcow2_state *s, uint64_t cl,
+                                uint64_t entry);
 /* Get the L2 table for VOFF writable (allocating or copying it). */
 uint8_t *qcow2_l2_for_write_locked(struct qcow2_state *s, uint64_t voff,
                                    uint64_t *l2_off);
 /* Preallocate guest range [start, size) (metadata/falloc/full). */
 int qcow2_preallocate(struct node *n, uint64_t start, uint64_t size,
                       enum prealloc mode);
+/* measure.c: the measure driver callback. */
+int qcow2_measure(json_t *opts, struct node *src, uint64_t *required,
+                  uint64_t *fully_allocated);
+
+/* backing.c: the change_backing and make_empty driver callbacks. */
+int qcow2_change_backing(struct node *n, const char *name, const char *fmt);
+int qcow2_make_empty(struct node *n);
+
 /* Before the first write: clear unknown autoclear bits and mark the
  * bitmaps in use. */
 int qcow2_before_write_locked(struct qcow2_state *s);
@@ -396,6 +413,11 @@ ssize_t qcow2_compress(const struct qcow2_state *s, uint8_t *dst,
 /* Read and decompress the compressed cluster ENTRY into DST. */
 int qcow2_read_compressed(struct qcow2_state *s, uint64_t entry,
                           uint8_t *dst);
+/* Write whole clusters [off, off+count) compressed (REQ_COMPRESSED; the
+ * last may end at the image's end); clusters that do not shrink are
+ * written normally.  Called without s->lock. */
+int qcow2_pwrite_compressed(struct node *n, const uint8_t *buf,
+                            uint64_t count, uint64_t off);
 
 /* snapshot.c */
 int qcow2_snapshots_read(struct node *n, struct qcow2_state *s);

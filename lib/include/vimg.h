@@ -27,6 +27,8 @@ typedef struct vimg_node vimg_node;
 #define VIMG_OPEN_NO_BACKING 0x4u  /* do not open backing files */
 #define VIMG_OPEN_ALLOW_PROBE_RAW 0x8u /* accept raw when probing (vimg_open
                                           * sets it for read-only opens) */
+#define VIMG_OPEN_CHECK 0x10u    /* for check -r: open a corrupt image
+                                   * read-write, no automatic repair */
 
 /* Request flags. */
 #define VIMG_REQ_FUA 0x1u       /* write: durable on return */

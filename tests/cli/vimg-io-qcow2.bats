@@ -118,12 +118,12 @@ mkqcow2() {
     assert_output ""
 }
 
-@test "qcow2: writes past the virtual size fail; write -c is refused" {
+@test "qcow2: writes past the virtual size fail; write -c needs whole clusters" {
     mkqcow2 d.qcow2 1M
-    run --separate-stderr "$VIMG_IO" -f qcow2 -c 'write 1M 512' -c 'write -c 0 64k' d.qcow2
+    run --separate-stderr "$VIMG_IO" -f qcow2 -c 'write 1M 512' -c 'write -c 0 4k' d.qcow2
     assert_failure 1
     assert_equal "$stderr" "write failed: Input/output error
-write failed: Operation not supported (compressed writes are not supported yet)"
+write failed: Invalid argument (compressed writes must cover whole clusters (65536 bytes))"
     run "$VIMG_IO" -f qcow2 -c map d.qcow2
     assert_output "1 MiB (0x100000) bytes not allocated at offset 0 bytes (0x0)"
 }

@@ -1,0 +1,535 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * vimg convert [-f FMT] [-O FMT] [-o OPTS] [-c] [-m N] [-W] [-S SIZE] [-n]
+ *              [--target-is-zero] [-B BACKING [-F FMT]] [-p] [-q] [-U]
+ *              [-t CACHE] [-T CACHE] [--image-opts] [--target-image-opts]
+ *              SRC... DST
+ *
+ * qemu-img convert's options, checks and messages, over the copy engine
+ * (lib/copy.c).  Sources are concatenated.  Without -n the target is
+ * created with the total size (and -B as backing file: then only what
+ * differs from it is written); a target created here is removed when
+ * convert fails.  Like qemu-img (cache=unsafe by default) the target is
+ * not fsync'ed unless -t asks for it: the target's protocol nodes then
+ * get a copy of their driver without the flush callback (qemu's
+ * BDRV_O_NO_FLUSH), format metadata is still written at close.
+ */
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "cleanup.h"
+#include "cmd.h"
+#include "copy.h"
+#include "create.h"
+#include "node.h"
+#include "options.h"
+#include "progress.h"
+#include "vimg.h"
+
+static const char usage_text[] =
+    "Usage: vimg convert [-f FMT] [-O FMT] [-o OPTIONS] [-c] [-m N] [-W]\n"
+    "                    [-S SIZE] [-n] [--target-is-zero]\n"
+    "                    [-B BACKING [-F FMT]] [-p] [-q] [-U]\n"
+    "                    [-t CACHE] [-T CACHE] [--image-opts]\n"
+    "                    [--target-image-opts] SRC... DST\n"
+    "\n"
+    "Copy SRC (several are concatenated) to DST in format FMT.\n"
+    "\n"
+    "  -f FMT              format of the sources (probed if absent)\n"
+    "  -O FMT              format of the target: raw (default) or qcow2\n"
+    "  -o OPTIONS          create options of the target (see vimg create)\n"
+    "  -c                  compress the target's clusters (qcow2)\n"
+    "  -m N                parallel workers, 1 to 16 (default 8)\n"
+    "  -W                  allow out-of-order writes\n"
+    "  -S SIZE             zero runs of SIZE bytes become holes (default\n"
+    "                      4k; 0 allocates everything)\n"
+    "  -n                  do not create the target; it must exist\n"
+    "  --target-is-zero    the existing target reads as zeroes (with -n)\n"
+    "  -B BACKING          create the target over BACKING; write only what\n"
+    "                      differs from it\n"
+    "  -F FMT              format of BACKING (required with -B)\n"
+    "  -p                  show progress\n"
+    "  -q                  quiet\n"
+    "  -U, --force-share   open the sources shared with writers\n"
+    "  -t CACHE            target cache mode: none, writeback, writethrough,\n"
+    "                      directsync, unsafe (default: no flush)\n"
+    "  -T CACHE            source cache mode (accepted, as qemu-img)\n"
+    "  --image-opts        sources are option strings (driver=qcow2,...)\n"
+    "  --target-image-opts DST is an option string (needs -n)\n";
+
+struct conv {
+    const char *src_fmt, *out_fmt, *backing, *bfmt, *cache;
+    char *opts;
+    bool compress, ooo, skip_create, target_is_zero, show_progress, quiet;
+    bool force_share, image_opts, target_image_opts, bitmaps;
+    unsigned workers;
+    uint64_t sparse;
+    char **srcs;
+    int nsrc;
+    const char *target;
+
+    vimg_node **src;      /* nsrc opened sources */
+    uint64_t total;       /* sum of their sizes */
+    vimg_node *dst, *diff; /* target; -n -B: the opened BACKING */
+    bool created;         /* remove the target on failure */
+    struct driver *noflush[4];
+    int n_noflush;
+    uint64_t base;        /* progress: bytes of earlier sources */
+};
+
+static bool
+valid_cache(const char *mode)
+{
+    static const char *const modes[] = { "none", "writeback", "writethrough",
+                                         "directsync", "unsafe", "off" };
+
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++)
+        if (!strcmp(mode, modes[i]))
+            return true;
+    return false;
+}
+
+/* Append ",STR" to *OPTS; -1 on ENOMEM. */
+static int
+append_opts(char **opts, const char *str)
+{
+    char *o;
+
+    if (asprintf(&o, "%s%s%s", *opts ? *opts : "", *opts ? "," : "",
+                 str) < 0)
+        return -1;
+    free(*opts);
+    *opts = o;
+    return 0;
+}
+
+static int
+parse_sparse(const char *arg, uint64_t *out)
+{
+    if (vimg_parse_size(arg, out) == -1) {
+        cmd_error("Invalid buffer size for sparse output specified. You may "
+                  "use k, M, G, T, P or E suffixes for kilobytes, megabytes,"
+                  " gigabytes, terabytes, petabytes and exabytes.");
+        return -1;
+    }
+    if (*out % 512 || *out > (16u << 20)) {
+        cmd_error("Invalid buffer size for sparse output specified. Valid "
+                  "sizes are multiples of 512 up to 16777216. Select 0 to "
+                  "disable sparse detection (fully allocates output).");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+parse_workers(const char *arg, unsigned *out)
+{
+    char *end;
+    long v = strtol(arg, &end, 10);
+
+    if (!*arg || *end || v < 1 || v > 16) {
+        cmd_error("Invalid number of coroutines. Allowed number of "
+                  "coroutines is between 1 and 16");
+        return -1;
+    }
+    *out = (unsigned)v;
+    return 0;
+}
+
+enum { OPT_TIZ = 256, OPT_IMAGE_OPTS, OPT_TARGET_IMAGE_OPTS, OPT_BITMAPS };
+
+/* One option; 0 ok, 1 error printed, 2 --help printed. */
+static int
+parse_one(struct conv *cv, int c, char **argv)
+{
+    switch (c) {
+    case 'f': cv->src_fmt = optarg; break;
+    case 'O': cv->out_fmt = optarg; break;
+    case 'o':
+        if (append_opts(&cv->opts, optarg) == -1) {
+            cmd_error("out of memory");
+            return 1;
+        }
+        break;
+    case 'c': cv->compress = true; break;
+    case 'm': return parse_workers(optarg, &cv->workers) ? 1 : 0;
+    case 'W': cv->ooo = true; break;
+    case 'S': return parse_sparse(optarg, &cv->sparse) ? 1 : 0;
+    case 'n': cv->skip_create = true; break;
+    case 'B': cv->backing = optarg; break;
+    case 'F': cv->bfmt = optarg; break;
+    case 'p': cv->show_progress = true; break;
+    case 'q': cv->quiet = true; break;
+    case 'U': cv->force_share = true; break;
+    case 't':
+        if (!valid_cache(optarg)) {
+            cmd_error("Invalid cache option: %s", optarg);
+            return 1;
+        }
+        cv->cache = optarg;
+        break;
+    case 'T':
+        if (!valid_cache(optarg)) {
+            cmd_error("Invalid source cache option: %s", optarg);
+            return 1;
+        }
+        break;
+    case OPT_TIZ: cv->target_is_zero = true; break;
+    case OPT_IMAGE_OPTS: cv->image_opts = true; break;
+    case OPT_TARGET_IMAGE_OPTS: cv->target_image_opts = true; break;
+    case OPT_BITMAPS: cv->bitmaps = true; break;
+    case 'h': fputs(usage_text, stdout); return 2;
+    default: cmd_bad_option(argv); return 1;
+    }
+    return 0;
+}
+
+static int
+parse_args(struct conv *cv, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "help", no_argument, NULL, 'h' },
+        { "quiet", no_argument, NULL, 'q' },
+        { "force-share", no_argument, NULL, 'U' },
+        { "target-is-zero", no_argument, NULL, OPT_TIZ },
+        { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+        { "target-image-opts", no_argument, NULL, OPT_TARGET_IMAGE_OPTS },
+        { "bitmaps", no_argument, NULL, OPT_BITMAPS },
+        { NULL, 0, NULL, 0 } };
+    int c, r;
+
+    while ((c = getopt_long(argc, argv, "+hf:O:o:cm:WS:nB:F:pqUt:T:",
+                            longopts, NULL)) != -1)
+        if ((r = parse_one(cv, c, argv)))
+            return r;
+    if (argc - optind < 2) {
+        cmd_error("Must specify image file name");
+        return 1;
+    }
+    cv->srcs = argv + optind;
+    cv->nsrc = argc - optind - 1;
+    cv->target = argv[argc - 1];
+    return 0;
+}
+
+/* qemu-img's checks between options, in its order. */
+static int
+check_args(struct conv *cv)
+{
+    const char *msg = NULL;
+
+    if (cv->bitmaps)
+        msg = "--bitmaps is not supported yet";
+    else if (cv->image_opts && cv->src_fmt)
+        msg = "--image-opts and -f are mutually exclusive";
+    else if (cv->target_is_zero && !cv->skip_create)
+        msg = "--target-is-zero requires use of -n flag";
+    else if (cv->target_image_opts && !cv->skip_create)
+        msg = "--target-image-opts requires use of -n flag";
+    else if (cv->skip_create && cv->opts)
+        msg = "-o has no effect when skipping image creation";
+    else if (strcmp(cv->out_fmt, "raw") && strcmp(cv->out_fmt, "qcow2")) {
+        cmd_error("Unknown file format '%s'", cv->out_fmt);
+        return 1;
+    } else if (cv->compress && strcmp(cv->out_fmt, "qcow2"))
+        msg = "Compression not supported for this file format";
+    else if (cv->backing && !strcmp(cv->out_fmt, "raw")) {
+        cmd_error("Backing file not supported for file format 'raw'");
+        return 1;
+    } else if (cv->bfmt && !strcmp(cv->out_fmt, "raw")) {
+        cmd_error("Backing file format not supported for file format "
+                  "'raw'");
+        return 1;
+    } else if (cv->backing && !cv->bfmt)
+        msg = "Use of backing file requires explicit backing format";
+    else if (cv->target_is_zero && cv->backing)
+        msg = "Cannot use --target-is-zero when the destination image has "
+              "a backing file";
+    if (msg) {
+        cmd_error("%s", msg);
+        return 1;
+    }
+    return 0;
+}
+
+/* "Could not open 'F': ..." unless the library already said so. */
+static void
+open_error(const char *file)
+{
+    const char *e = vimg_get_error();
+
+    if (!strncmp(e, "Could not open", 14))
+        cmd_error("%s", e);
+    else
+        cmd_error("Could not open '%s': %s", file, e);
+}
+
+static vimg_node *
+open_image(const char *file, const char *fmt, bool opts, unsigned flags)
+{
+    vimg_node *n = opts ? vimg_open_opts(file, flags)
+                        : vimg_open(file, fmt, flags);
+
+    if (!n)
+        open_error(file);
+    return n;
+}
+
+static int
+open_sources(struct conv *cv)
+{
+    unsigned flags = cv->force_share ? VIMG_OPEN_FORCE_SHARE : 0;
+
+    cv->src = calloc(cv->nsrc, sizeof *cv->src);
+    if (!cv->src) {
+        cmd_error("out of memory");
+        return -1;
+    }
+    for (int i = 0; i < cv->nsrc; i++) {
+        cv->src[i] = open_image(cv->srcs[i], cv->src_fmt, cv->image_opts,
+                                flags);
+        if (!cv->src[i])
+            return -1;
+        cv->total += (uint64_t)vimg_get_size(cv->src[i]);
+    }
+    return 0;
+}
+
+/* Refuse to create over a file that a source reads (its chain, its
+ * data file): creating would truncate it before any lock is taken. */
+static int
+check_not_a_source(struct conv *cv)
+{
+    struct stat t, s;
+
+    if (stat(cv->target, &t) == -1)
+        return 0;
+    for (int i = 0; i < cv->nsrc; i++) {
+        for (struct node *n = node_of(cv->src[i]); n; n = n->backing) {
+            struct node *files[] = { n->file, n->data_file, n };
+
+            for (size_t k = 0; k < 3; k++) {
+                struct node *f = files[k];
+
+                if (!f || f->drv->kind != DRV_PROTOCOL || !f->filename ||
+                    stat(f->filename, &s) == -1)
+                    continue;
+                if (s.st_dev == t.st_dev && s.st_ino == t.st_ino) {
+                    cmd_error("%s: error while converting %s: Failed to get "
+                              "\"write\" lock: the target is a source image",
+                              cv->target, cv->out_fmt);
+                    return -1;
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+/* Append ",KEY=VALUE" to *OPTS, doubling the commas of VALUE. */
+static int
+append_kv(char **opts, const char *key, const char *value)
+{
+    size_t len = strlen(value);
+    CLEANUP_FREE char *esc = malloc(strlen(key) + 2 * len + 2);
+    char *p = esc;
+
+    if (!esc)
+        return -1;
+    p += sprintf(p, "%s=", key);
+    for (size_t i = 0; i < len; i++) {
+        *p++ = value[i];
+        if (value[i] == ',')
+            *p++ = ',';
+    }
+    *p = '\0';
+    return append_opts(opts, esc);
+}
+
+/* Create options: -o, then the size (unless -o has one) and -B/-F. */
+static json_t *
+prepare_create(struct conv *cv)
+{
+    CLEANUP_FREE char *opts = cv->opts ? strdup(cv->opts) : NULL;
+    json_t *user = opts_parse_dotted(cv->opts ? cv->opts : "", NULL);
+    char size[32];
+    json_t *prep;
+    int r = 0;
+
+    if (!user) {
+        cmd_error("%s", vimg_get_error());
+        return NULL;
+    }
+    snprintf(size, sizeof size, "%llu", (unsigned long long)cv->total);
+    if (!json_object_get(user, "size"))
+        r |= append_kv(&opts, "size", size);
+    json_decref(user);
+    if (cv->backing)
+        r |= append_kv(&opts, "backing_file", cv->backing) |
+             append_kv(&opts, "backing_fmt", cv->bfmt);
+    if (r) {
+        cmd_error("out of memory");
+        return NULL;
+    }
+    prep = create_prepare(cv->out_fmt, cv->target, opts, 0);
+    if (!prep) {
+        cmd_error("%s: error while converting %s: %s", cv->target,
+                  cv->out_fmt, vimg_get_error());
+        return NULL;
+    }
+    json_object_set_new(prep, "size", json_integer((json_int_t)cv->total));
+    return prep;
+}
+
+static int
+create_target(struct conv *cv)
+{
+    json_t *prep;
+    int r;
+
+    if (check_not_a_source(cv) == -1 || !(prep = prepare_create(cv)))
+        return -1;
+    cv->created = true;
+    r = create_image(cv->out_fmt, cv->target, prep);
+    json_decref(prep);
+    if (r == -1) {
+        cmd_error("%s: error while converting %s: %s", cv->target,
+                  cv->out_fmt, vimg_get_error());
+        return -1;
+    }
+    return 0;
+}
+
+/* cache=unsafe: give the target's protocol nodes a flush-less driver. */
+static void
+drop_flushes(struct conv *cv, struct node *n)
+{
+    if (!n)
+        return;
+    if (n->drv->kind == DRV_PROTOCOL) {
+        struct driver *d;
+
+        if (!n->drv->flush || cv->n_noflush == 4 ||
+            !(d = malloc(sizeof *d)))
+            return;
+        *d = *n->drv;
+        d->flush = NULL;
+        n->drv = d;
+        cv->noflush[cv->n_noflush++] = d;
+        return;
+    }
+    drop_flushes(cv, n->file);
+    drop_flushes(cv, n->data_file);
+}
+
+static int
+open_target(struct conv *cv)
+{
+    cv->dst = open_image(cv->target, cv->out_fmt, cv->target_image_opts,
+                         VIMG_OPEN_RDWR);
+    if (!cv->dst)
+        return -1;
+    if (cv->skip_create && (uint64_t)vimg_get_size(cv->dst) < cv->total) {
+        cmd_error("output file is smaller than input file");
+        return -1;
+    }
+    if (cv->skip_create && cv->backing &&
+        !(cv->diff = open_image(cv->backing, cv->bfmt, false, 0)))
+        return -1;
+    if (!cv->cache || !strcmp(cv->cache, "unsafe"))
+        drop_flushes(cv, node_of(cv->dst));
+    return 0;
+}
+
+/* Progress across the concatenated sources. */
+static void
+on_progress(void *opaque, uint64_t done, uint64_t total)
+{
+    struct conv *cv = opaque;
+
+    (void)total;
+    progress_report(cv->base + done, cv->total);
+}
+
+static int
+copy_all(struct conv *cv)
+{
+    struct node *dst = node_of(cv->dst);
+    struct copy_params p = {
+        .dst = dst,
+        .min_depth = 0,
+        .max_depth = INT_MAX,
+        .sparse_size = cv->sparse,
+        .compress = cv->compress,
+        .workers = cv->workers,
+        .out_of_order = cv->ooo,
+        .progress = on_progress,
+        .opaque = cv,
+    };
+
+    if (cv->backing)
+        p.diff_against = cv->diff ? node_of(cv->diff) : dst->backing;
+    /* A target we created reads as zero, unless it has a backing file
+     * (then the diff decides) or -S 0 asks for full allocation. */
+    p.target_is_zero = cv->target_is_zero ||
+                       (!cv->skip_create && !cv->backing && cv->sparse);
+    for (int i = 0; i < cv->nsrc; i++) {
+        p.src = node_of(cv->src[i]);
+        p.length = (uint64_t)vimg_get_size(cv->src[i]);
+        p.dst_off = cv->base;
+        if (copy_run(&p) == -1) {
+            cmd_error("error while converting: %s", vimg_get_error());
+            return -1;
+        }
+        cv->base += p.length;
+    }
+    return 0;
+}
+
+/* Close everything; remove a target created here when !OK. */
+static int
+finish(struct conv *cv, bool ok)
+{
+    progress_finish(ok);
+    if (cv->dst && vimg_close(cv->dst) == -1 && ok) {
+        cmd_error("%s: %s", cv->target, vimg_get_error());
+        ok = false;
+    }
+    vimg_close(cv->diff);
+    for (int i = 0; cv->src && i < cv->nsrc; i++)
+        vimg_close(cv->src[i]);
+    free(cv->src);
+    for (int i = 0; i < cv->n_noflush; i++)
+        free(cv->noflush[i]);
+    if (!ok && cv->created)
+        unlink(cv->target);
+    free(cv->opts);
+    return ok ? 0 : 1;
+}
+
+int
+cmd_convert(int argc, char **argv)
+{
+    struct conv cv = { .out_fmt = "raw", .workers = 8, .sparse = 4096 };
+    bool ok = false;
+    int r;
+
+    if ((r = parse_args(&cv, argc, argv)) || (r = check_args(&cv))) {
+        free(cv.opts);
+        return r == 2 ? 0 : 1;
+    }
+    /* From here a SIGUSR1 prints the progress instead of killing us. */
+    progress_start(NULL, (cv.show_progress ? PROGRESS_SHOW : 0) |
+                             (cv.quiet ? PROGRESS_QUIET : 0));
+    ok = open_sources(&cv) == 0 &&
+         (cv.skip_create || create_target(&cv) == 0) &&
+         open_target(&cv) == 0 && copy_all(&cv) == 0;
+    return finish(&cv, ok);
+}
