@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 BUILD_PKGS="build-essential cmake pkg-config perl zlib1g-dev libzstd-dev
             libjansson-dev libcmocka-dev libnbd-dev"
 TEST_PKGS="qemu-utils qemu-system-common libnbd-bin nbdkit bats bats-assert
-           bats-support jq python3 util-linux"
+           bats-support jq python3 util-linux strace e2fsprogs"
 JOBS=$(nproc)
 
 install_pkgs() {

@@ -484,6 +484,10 @@ node_flush(struct node *n)
 
     if (!(n->flags & NODE_RDWR))
         return 0;
+    /* cache=unsafe: formats still write their caches back, but the
+     * bytes are never forced to disk. */
+    if (is_protocol(n) && n->flags & NODE_NO_FLUSH)
+        return 0;
     enter(n);
     if (n->drv->flush)
         ret = n->drv->flush(n);

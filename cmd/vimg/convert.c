@@ -10,9 +10,9 @@
  * created with the total size (and -B as backing file: then only what
  * differs from it is written); a target created here is removed when
  * convert fails.  Like qemu-img (cache=unsafe by default) the target is
- * not fsync'ed unless -t asks for it: the target's protocol nodes then
- * get a copy of their driver without the flush callback (qemu's
- * BDRV_O_NO_FLUSH), format metadata is still written at close.
+ * not fsync'ed unless -t asks for it: it is opened with
+ * VIMG_OPEN_NO_FLUSH (qemu's BDRV_O_NO_FLUSH), so format metadata is
+ * still written back, but nothing is forced to disk.
  */
 #include <getopt.h>
 #include <limits.h>
@@ -79,8 +79,6 @@ struct conv {
     uint64_t total;       /* sum of their sizes */
     vimg_node *dst, *diff; /* target; -n -B: the opened BACKING */
     bool created;         /* remove the target on failure */
-    struct driver *noflush[4];
-    int n_noflush;
     uint64_t base;        /* progress: bytes of earlier sources */
 };
 
@@ -407,33 +405,13 @@ create_target(struct conv *cv)
     return 0;
 }
 
-/* cache=unsafe: give the target's protocol nodes a flush-less driver. */
-static void
-drop_flushes(struct conv *cv, struct node *n)
-{
-    if (!n)
-        return;
-    if (n->drv->kind == DRV_PROTOCOL) {
-        struct driver *d;
-
-        if (!n->drv->flush || cv->n_noflush == 4 ||
-            !(d = malloc(sizeof *d)))
-            return;
-        *d = *n->drv;
-        d->flush = NULL;
-        n->drv = d;
-        cv->noflush[cv->n_noflush++] = d;
-        return;
-    }
-    drop_flushes(cv, n->file);
-    drop_flushes(cv, n->data_file);
-}
-
 static int
 open_target(struct conv *cv)
 {
+    bool unsafe = !cv->cache || !strcmp(cv->cache, "unsafe");
+
     cv->dst = open_image(cv->target, cv->out_fmt, cv->target_image_opts,
-                         VIMG_OPEN_RDWR);
+                         VIMG_OPEN_RDWR | (unsafe ? VIMG_OPEN_NO_FLUSH : 0));
     if (!cv->dst)
         return -1;
     if (cv->skip_create && (uint64_t)vimg_get_size(cv->dst) < cv->total) {
@@ -443,8 +421,6 @@ open_target(struct conv *cv)
     if (cv->skip_create && cv->backing &&
         !(cv->diff = open_image(cv->backing, cv->bfmt, false, 0)))
         return -1;
-    if (!cv->cache || !strcmp(cv->cache, "unsafe"))
-        drop_flushes(cv, node_of(cv->dst));
     return 0;
 }
 
@@ -506,8 +482,6 @@ finish(struct conv *cv, bool ok)
     for (int i = 0; cv->src && i < cv->nsrc; i++)
         vimg_close(cv->src[i]);
     free(cv->src);
-    for (int i = 0; i < cv->n_noflush; i++)
-        free(cv->noflush[i]);
     if (!ok && cv->created)
         unlink(cv->target);
     free(cv->opts);

@@ -29,6 +29,8 @@ typedef struct vimg_node vimg_node;
                                           * sets it for read-only opens) */
 #define VIMG_OPEN_CHECK 0x10u    /* for check -r: open a corrupt image
                                    * read-write, no automatic repair */
+#define VIMG_OPEN_NO_FLUSH 0x20u /* cache=unsafe: flushes write back caches
+                                 * but never fsync (qemu-img convert) */
 
 /* Request flags. */
 #define VIMG_REQ_FUA 0x1u       /* write: durable on return */
