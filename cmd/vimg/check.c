@@ -193,10 +193,8 @@ cmd_check(int argc, char **argv)
         case 'q': quiet = true; break;
         case OPT_IMAGE_OPTS: image_opts = true; break;
         case OPT_OUTPUT:
-            if (!strcmp(optarg, "json"))
-                json = true;
-            else if (strcmp(optarg, "human"))
-                return cmd_usage_error("--output must be human or json");
+            if (cmd_parse_output(optarg, &json) == -1)
+                return 1;
             break;
         case 'h': fputs(usage_text, stdout); return 0;
         default: return cmd_bad_option(argv);
@@ -205,19 +203,15 @@ cmd_check(int argc, char **argv)
     if (optind != argc - 1)
         return cmd_usage_error("expecting one filename");
     file = argv[optind];
-    if (image_opts && fmt)
-        return cmd_usage_error("--image-opts and -f are exclusive");
     if (share && fix)
         return cmd_usage_error("-U cannot be used with -r");
     if (fix)
         flags |= VIMG_OPEN_RDWR | VIMG_OPEN_CHECK;
     if (share)
         flags |= VIMG_OPEN_FORCE_SHARE;
-    h = image_opts ? vimg_open_opts(file, flags) : vimg_open(file, fmt, flags);
-    if (!h) {
-        cmd_error("%s", vimg_get_error());
+    h = cmd_open_image(file, fmt, image_opts, flags);
+    if (!h)
         return 1;
-    }
     if (!node_of(h)->drv->check) {
         cmd_error("%s: This image format does not support checks", file);
         vimg_close(h);

@@ -6,6 +6,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "vimg.h"
+
 #define CMD(name, fn, summary) int fn(int argc, char **argv);
 #include "commands.def"
 #undef CMD
@@ -22,6 +24,13 @@ int cmd_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* After getopt returned '?': one usage line naming the option; 1. */
 int cmd_bad_option(char **argv);
+
+/* Open FILE with format FMT (NULL: probe) or, with IMAGE_OPTS, as an
+ * option string; on failure prints one error line and returns NULL. */
+vimg_node *cmd_open_image(const char *file, const char *fmt,
+                          bool image_opts, unsigned flags);
+/* --output=human|json; on anything else prints a usage error, -1. */
+int cmd_parse_output(const char *arg, bool *json);
 
 /* qemu's size_to_str: "64 MiB", "196 KiB", "0 B"; caller frees. */
 char *human_size(uint64_t val);

@@ -289,12 +289,9 @@ open_img(struct img *im, const char *name, const char *fmt, bool image_opts,
          unsigned flags)
 {
     im->name = name;
-    im->h = image_opts ? vimg_open_opts(name, flags)
-                       : vimg_open(name, fmt, flags);
-    if (!im->h) {
-        cmd_error("%s", vimg_get_error());
+    im->h = cmd_open_image(name, fmt, image_opts, flags);
+    if (!im->h)
         return -1;
-    }
     im->n = node_of(im->h);
     return 0;
 }

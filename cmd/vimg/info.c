@@ -224,10 +224,8 @@ cmd_info(int argc, char **argv)
         case OPT_IMAGE_OPTS: image_opts = true; break;
         case OPT_CHAIN: chain = true; break;
         case OPT_OUTPUT:
-            if (!strcmp(optarg, "json"))
-                json = true;
-            else if (strcmp(optarg, "human"))
-                return cmd_usage_error("--output must be human or json");
+            if (cmd_parse_output(optarg, &json) == -1)
+                return 1;
             break;
         case 'h': fputs(usage_text, stdout); return 0;
         default: return cmd_bad_option(argv);
@@ -236,15 +234,11 @@ cmd_info(int argc, char **argv)
     if (optind != argc - 1)
         return cmd_usage_error("expecting one filename");
     file = argv[optind];
-    if (image_opts && fmt)
-        return cmd_usage_error("--image-opts and -f are exclusive");
     if (!chain)
         flags |= VIMG_OPEN_NO_BACKING;
-    n = image_opts ? vimg_open_opts(file, flags) : vimg_open(file, fmt, flags);
-    if (!n) {
-        cmd_error("%s", vimg_get_error());
+    n = cmd_open_image(file, fmt, image_opts, flags);
+    if (!n)
         return 1;
-    }
     arr = collect(n, chain);
     vimg_close(n);
     if (!arr) {

@@ -236,13 +236,9 @@ cmd_map(int argc, char **argv)
     if (optind != argc - 1)
         return cmd_usage_error("expecting one filename");
     file = argv[optind];
-    if (image_opts && fmt)
-        return cmd_usage_error("--image-opts and -f are exclusive");
-    h = image_opts ? vimg_open_opts(file, flags) : vimg_open(file, fmt, flags);
-    if (!h) {
-        cmd_error("%s", vimg_get_error());
+    h = cmd_open_image(file, fmt, image_opts, flags);
+    if (!h)
         return 1;
-    }
     r = map_image(node_of(h), json, start, max_len);
     fflush(stdout);
     vimg_close(h);

@@ -238,14 +238,8 @@ cmd_measure(int argc, char **argv)
     }
     if (image_opts && fmt)
         return cmd_usage_error("--image-opts and -f are exclusive");
-    if (file) {
-        src = image_opts ? vimg_open_opts(file, flags)
-                         : vimg_open(file, fmt, flags);
-        if (!src) {
-            cmd_error("%s", vimg_get_error());
-            return 1;
-        }
-    }
+    if (file && !(src = cmd_open_image(file, fmt, image_opts, flags)))
+        return 1;
     r = measure(src, size, out_fmt, options, json);
     if (src)
         vimg_close(src);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "cmd.h"
+#include <string.h>
 #include "vimg.h"
 
 void
@@ -71,4 +72,31 @@ cmd_bad_option(char **argv)
         return cmd_usage_error("invalid option or missing argument '-%c'",
                                optopt);
     return cmd_usage_error("invalid option or missing argument '%s'", arg);
+}
+
+vimg_node *
+cmd_open_image(const char *file, const char *fmt, bool image_opts,
+               unsigned flags)
+{
+    vimg_node *n;
+
+    if (image_opts && fmt) {
+        cmd_usage_error("--image-opts and -f are exclusive");
+        return NULL;
+    }
+    n = image_opts ? vimg_open_opts(file, flags) : vimg_open(file, fmt, flags);
+    if (!n)
+        cmd_error("%s", vimg_get_error());
+    return n;
+}
+
+int
+cmd_parse_output(const char *arg, bool *json)
+{
+    if (!strcmp(arg, "json") || !strcmp(arg, "human")) {
+        *json = !strcmp(arg, "json");
+        return 0;
+    }
+    cmd_usage_error("--output must be human or json");
+    return -1;
 }

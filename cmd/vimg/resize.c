@@ -154,12 +154,9 @@ cmd_resize(int argc, char **argv)
                   "an optional k, M, G, T, P or E suffix", argv[argc]);
         return 1;
     }
-    h = image_opts ? vimg_open_opts(file, VIMG_OPEN_RDWR)
-                   : vimg_open(file, fmt, VIMG_OPEN_RDWR);
-    if (!h) {
-        cmd_error("%s", vimg_get_error());
+    h = cmd_open_image(file, fmt, image_opts, VIMG_OPEN_RDWR);
+    if (!h)
         return 1;
-    }
     r = do_resize(node_of(h), file, rel, val, shrink, prealloc);
     if (vimg_close(h) == -1 && r == 0) {
         cmd_error("%s: %s", file, vimg_get_error());
