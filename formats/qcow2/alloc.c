@@ -13,7 +13,8 @@
  * are referenced (refcount raised) before the L2/L1 entry, and the L2
  * write-back syncs the refcounts first; frees are queued and applied
  * only after the L2/L1 tables that dropped the reference are durable.
- * Writes in place to clusters we own run outside s->lock.  Compressed
+ * Writes in place to clusters we own run outside s->lock; runs of whole
+ * clusters go to write-run.c, which also writes outside it.  Compressed
  * writes (REQ_COMPRESSED) are packed and written by compress.c, which
  * calls back here only to install the L2 entry.
  */
@@ -28,7 +29,7 @@
 #include "qcow2.h"
 
 #define PENDING_FREE_MAX 4096
-#define SC_ALL 0xffffffffull
+#define SC_ALL QCOW2_SC_ALL
 
 int
 qcow2_free_clusters_later_locked(struct qcow2_state *s, uint64_t off,
@@ -41,8 +42,8 @@ qcow2_free_clusters_later_locked(struct qcow2_state *s, uint64_t off,
 }
 
 /* Host offset of a cluster entry (data file: offset may be 0). */
-static bool
-entry_has_host(const struct qcow2_state *s, uint64_t entry)
+bool
+qcow2_entry_has_host(const struct qcow2_state *s, uint64_t entry)
 {
     if (entry & QCOW2_OFLAG_COMPRESSED)
         return true;
@@ -187,8 +188,9 @@ qcow2_l2_for_write_locked(struct qcow2_state *s, uint64_t voff,
 }
 
 /* Set the L2 entry of guest cluster VOFF. */
-static int
-set_entry(struct qcow2_state *s, uint64_t voff, const struct qcow2_l2e *e)
+int
+qcow2_set_entry_locked(struct qcow2_state *s, uint64_t voff,
+                       const struct qcow2_l2e *e)
 {
     uint64_t l2_off;
     uint8_t *tbl = qcow2_l2_for_write_locked(s, voff, &l2_off);
@@ -202,8 +204,8 @@ set_entry(struct qcow2_state *s, uint64_t voff, const struct qcow2_l2e *e)
 }
 
 /* After queueing frees, flush now and then to bound the queue. */
-static int
-maybe_flush(struct qcow2_state *s)
+int
+qcow2_maybe_flush_locked(struct qcow2_state *s)
 {
     if (s->pending_free.len / 2 >= PENDING_FREE_MAX)
         return qcow2_flush_all_locked(s);
@@ -216,13 +218,14 @@ qcow2_set_compressed_locked(struct qcow2_state *s, uint64_t cl,
 {
     struct qcow2_l2e old, ne = { entry, 0 }; /* extended L2: bitmap 0 */
 
-    if (qcow2_lookup_locked(s, cl, &old) == -1 || set_entry(s, cl, &ne) == -1)
+    if (qcow2_lookup_locked(s, cl, &old) == -1 ||
+        qcow2_set_entry_locked(s, cl, &ne) == -1)
         return -1;
     s->need_sync = true; /* the data goes to disk before this entry */
-    if (entry_has_host(s, old.entry) &&
+    if (qcow2_entry_has_host(s, old.entry) &&
         qcow2_free_entry_locked(s, old.entry) == -1)
         return -1;
-    return maybe_flush(s);
+    return qcow2_maybe_flush_locked(s);
 }
 
 /* Mask of subclusters covered by [in, in+len) of a cluster. */
@@ -294,7 +297,8 @@ write_slow(struct qcow2_state *s, uint64_t cl, uint64_t in, uint64_t len,
         if (h == -1)
             return -1;
         host = h;
-        fresh_extl2 = s->extl2 && !compressed && !entry_has_host(s, old->entry);
+        fresh_extl2 = s->extl2 && !compressed &&
+                      !qcow2_entry_has_host(s, old->entry);
     }
     if (fresh_extl2 || (reuse && s->extl2)) {
         /* Only the covered subclusters need writing. */
@@ -322,12 +326,12 @@ write_slow(struct qcow2_state *s, uint64_t cl, uint64_t in, uint64_t len,
         zero &= ~mask & ~alloc;
         ne.bitmap = alloc | (zero << 32);
     }
-    if (set_entry(s, cl, &ne) == -1)
+    if (qcow2_set_entry_locked(s, cl, &ne) == -1)
         return -1;
-    if (!reuse && entry_has_host(s, old->entry) &&
+    if (!reuse && qcow2_entry_has_host(s, old->entry) &&
         qcow2_free_entry_locked(s, old->entry) == -1)
         return -1;
-    return maybe_flush(s);
+    return qcow2_maybe_flush_locked(s);
 }
 
 /* Write within one cluster: [off, off+len). */
@@ -346,7 +350,8 @@ write_cluster(struct qcow2_state *s, const uint8_t *buf, uint64_t off,
         goto err;
     mask = sc_mask(s, in, len);
     inplace = !(e.entry & QCOW2_OFLAG_COMPRESSED) &&
-              (e.entry & QCOW2_OFLAG_COPIED) && entry_has_host(s, e.entry);
+              (e.entry & QCOW2_OFLAG_COPIED) &&
+              qcow2_entry_has_host(s, e.entry);
     if (inplace && !s->extl2 && (e.entry & QCOW2_OFLAG_ZERO))
         inplace = false;
     if (!inplace) {
@@ -361,7 +366,7 @@ write_cluster(struct qcow2_state *s, const uint8_t *buf, uint64_t off,
         if (node_pwrite(s->data, buf, len, host, 0) == -1)
             goto err;
         ne.bitmap = (e.bitmap | mask) & ~(mask << 32);
-        if (set_entry(s, cl, &ne) == -1)
+        if (qcow2_set_entry_locked(s, cl, &ne) == -1)
             goto err;
         pthread_mutex_unlock(&s->lock);
         return 0;
@@ -402,8 +407,14 @@ qcow2_pwrite(struct node *n, const void *buf, uint64_t count, uint64_t off,
     }
     while (count) {
         uint64_t len = MIN(count, s->cluster_size - (off % s->cluster_size));
-        if (write_cluster(s, p, off, len) == -1)
+        if (len == s->cluster_size) {
+            /* Whole clusters: mapped, written and installed as runs. */
+            len = ALIGN_DOWN(count, s->cluster_size);
+            if (qcow2_write_whole(s, p, off, len) == -1)
+                return -1;
+        } else if (write_cluster(s, p, off, len) == -1) {
             return -1;
+        }
         p += len;
         off += len;
         count -= len;
@@ -426,7 +437,7 @@ zero_cluster(struct qcow2_state *s, uint64_t cl, uint64_t in, uint64_t len,
 
     if (qcow2_lookup_locked(s, cl, &e) == -1)
         return -1;
-    host = entry_has_host(s, e.entry);
+    host = qcow2_entry_has_host(s, e.entry);
     ne = e;
     if (!s->extl2) {
         if (!whole && discard)
@@ -467,12 +478,12 @@ zero_cluster(struct qcow2_state *s, uint64_t cl, uint64_t in, uint64_t len,
     }
     if (ne.entry == e.entry && ne.bitmap == e.bitmap)
         return 0;
-    if (set_entry(s, cl, &ne) == -1)
+    if (qcow2_set_entry_locked(s, cl, &ne) == -1)
         return -1;
-    if (host && !entry_has_host(s, ne.entry) &&
+    if (host && !qcow2_entry_has_host(s, ne.entry) &&
         qcow2_free_entry_locked(s, e.entry) == -1)
         return -1;
-    return maybe_flush(s);
+    return qcow2_maybe_flush_locked(s);
 }
 
 static int
@@ -514,7 +525,7 @@ map_raw(struct qcow2_state *s, uint64_t off, uint64_t count)
         ne.entry = cl | QCOW2_OFLAG_COPIED;
         ne.bitmap = s->extl2 ? ((e.bitmap | mask) & ~(mask << 32)) : 0;
         if ((ne.entry != e.entry || ne.bitmap != e.bitmap) &&
-            set_entry(s, cl, &ne) == -1)
+            qcow2_set_entry_locked(s, cl, &ne) == -1)
             return -1;
         off += len;
         count -= len;
@@ -572,7 +583,7 @@ prealloc_l2_range(struct qcow2_state *s, uint64_t cl, uint64_t rend,
     for (uint32_t i = 0; i < n; i++) {
         struct qcow2_l2e e;
         qcow2_l2_read_entry(s, tbl, first + i, &e);
-        need += !entry_has_host(s, e.entry);
+        need += !qcow2_entry_has_host(s, e.entry);
     }
     if (!need)
         return 0;
@@ -589,7 +600,7 @@ prealloc_l2_range(struct qcow2_state *s, uint64_t cl, uint64_t rend,
     for (uint32_t i = 0; i < n; i++) {
         struct qcow2_l2e e;
         qcow2_l2_read_entry(s, tbl, first + i, &e);
-        if (entry_has_host(s, e.entry))
+        if (qcow2_entry_has_host(s, e.entry))
             continue;
         if (s->data_file_name) {
             e.entry = (cl + (uint64_t)i * s->cluster_size) |

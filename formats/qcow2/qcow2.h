@@ -9,8 +9,9 @@
  * Locking: struct qcow2_state.lock protects every field of the state
  * after open (L1, the L2 and refcount caches, the refcount table, the
  * free-cluster hint and the pending-free list).  Functions that expect it
- * held end in _locked.  Data I/O to clusters that are already allocated
- * runs outside it.
+ * held end in _locked.  Data I/O runs outside it: to clusters already
+ * allocated, and for runs of whole new clusters (write-run.c: allocate
+ * under the lock, write unlocked, install the L2 entries under it).
  *
  * Durability (DESIGN.md): the caches are write-back.  A dirty L2 table is
  * written only after the refcount blocks (and the data written so far)
@@ -65,6 +66,8 @@
 #define QCOW2_OFLAG_COPIED (1ull << 63)
 #define QCOW2_OFLAG_COMPRESSED (1ull << 62)
 #define QCOW2_OFLAG_ZERO 1ull
+/* All subclusters of an extended L2 bitmap half. */
+#define QCOW2_SC_ALL 0xffffffffull
 #define QCOW2_OFFSET_MASK 0x00fffffffffffe00ull
 #define QCOW2_L1_RESERVED 0x7f000000000001ffull
 #define QCOW2_RT_OFFSET_MASK 0xfffffffffffffe00ull
@@ -384,6 +387,17 @@ int qcow2_flush_all_locked(struct qcow2_state *s);
  * written) and queue freeing of what it held. */
 int qcow2_set_compressed_locked(struct qcow2_state *s, uint64_t cl,
                                 uint64_t entry);
+/* Whether ENTRY has a host cluster (external data: offset may be 0). */
+bool qcow2_entry_has_host(const struct qcow2_state *s, uint64_t entry);
+/* Set the L2 entry of guest cluster VOFF (L2 table made writable). */
+int qcow2_set_entry_locked(struct qcow2_state *s, uint64_t voff,
+                           const struct qcow2_l2e *e);
+/* Flush metadata when the pending-free queue is long. */
+int qcow2_maybe_flush_locked(struct qcow2_state *s);
+/* write-run.c: write COUNT bytes (whole clusters) at cluster-aligned OFF;
+ * takes s->lock itself. */
+int qcow2_write_whole(struct qcow2_state *s, const uint8_t *buf, uint64_t off,
+                      uint64_t count);
 /* Get the L2 table for VOFF writable (allocating or copying it). */
 uint8_t *qcow2_l2_for_write_locked(struct qcow2_state *s, uint64_t voff,
                                    uint64_t *l2_off);
