@@ -32,6 +32,13 @@ vimg_node *cmd_open_image(const char *file, const char *fmt,
 /* --output=human|json; on anything else prints a usage error, -1. */
 int cmd_parse_output(const char *arg, bool *json);
 
+/* Append ",STR" (STR already in -o syntax) to the malloc'd option
+ * string *OPTS (NULL: empty); -1 on ENOMEM. */
+int cmd_append_opts(char **opts, const char *str);
+
+/* Append ",KEY=VALUE" to *OPTS, doubling the commas of VALUE. */
+int cmd_append_opt_kv(char **opts, const char *key, const char *value);
+
 /* qemu's size_to_str: "64 MiB", "196 KiB", "0 B"; caller frees. */
 char *human_size(uint64_t val);
 

@@ -94,20 +94,6 @@ valid_cache(const char *mode)
     return false;
 }
 
-/* Append ",STR" to *OPTS; -1 on ENOMEM. */
-static int
-append_opts(char **opts, const char *str)
-{
-    char *o;
-
-    if (asprintf(&o, "%s%s%s", *opts ? *opts : "", *opts ? "," : "",
-                 str) < 0)
-        return -1;
-    free(*opts);
-    *opts = o;
-    return 0;
-}
-
 static int
 parse_sparse(const char *arg, uint64_t *out)
 {
@@ -151,7 +137,7 @@ parse_one(struct conv *cv, int c, char **argv)
     case 'f': cv->src_fmt = optarg; break;
     case 'O': cv->out_fmt = optarg; break;
     case 'o':
-        if (append_opts(&cv->opts, optarg) == -1) {
+        if (cmd_append_opts(&cv->opts, optarg) == -1) {
             cmd_error("out of memory");
             return 1;
         }
@@ -331,26 +317,6 @@ check_not_a_source(struct conv *cv)
     return 0;
 }
 
-/* Append ",KEY=VALUE" to *OPTS, doubling the commas of VALUE. */
-static int
-append_kv(char **opts, const char *key, const char *value)
-{
-    size_t len = strlen(value);
-    CLEANUP_FREE char *esc = malloc(strlen(key) + 2 * len + 2);
-    char *p = esc;
-
-    if (!esc)
-        return -1;
-    p += sprintf(p, "%s=", key);
-    for (size_t i = 0; i < len; i++) {
-        *p++ = value[i];
-        if (value[i] == ',')
-            *p++ = ',';
-    }
-    *p = '\0';
-    return append_opts(opts, esc);
-}
-
 /* Create options: -o, then the size (unless -o has one) and -B/-F. */
 static json_t *
 prepare_create(struct conv *cv)
@@ -367,11 +333,11 @@ prepare_create(struct conv *cv)
     }
     snprintf(size, sizeof size, "%llu", (unsigned long long)cv->total);
     if (!json_object_get(user, "size"))
-        r |= append_kv(&opts, "size", size);
+        r |= cmd_append_opt_kv(&opts, "size", size);
     json_decref(user);
     if (cv->backing)
-        r |= append_kv(&opts, "backing_file", cv->backing) |
-             append_kv(&opts, "backing_fmt", cv->bfmt);
+        r |= cmd_append_opt_kv(&opts, "backing_file", cv->backing) |
+             cmd_append_opt_kv(&opts, "backing_fmt", cv->bfmt);
     if (r) {
         cmd_error("out of memory");
         return NULL;

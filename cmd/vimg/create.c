@@ -50,44 +50,6 @@ static const char raw_help[] =
     "  preallocation=<str>    - off, falloc, full\n"
     "  size=<size>            - Virtual disk size\n";
 
-/* Append ",STR" (already in -o syntax) to *OPTS. */
-static int
-append_raw(char **opts, const char *str)
-{
-    char *o;
-
-    if (asprintf(&o, "%s%s%s", *opts ? *opts : "", *opts ? "," : "",
-                 str) < 0)
-        return -1;
-    free(*opts);
-    *opts = o;
-    return 0;
-}
-
-/* Append ",KEY=VALUE" to *OPTS (commas in VALUE doubled). */
-static int
-add_opt(char **opts, const char *key, const char *value)
-{
-    size_t len = strlen(value);
-    CLEANUP_FREE char *esc = malloc(2 * len + 1);
-    char *o, *p = esc;
-
-    if (!esc)
-        return -1;
-    for (size_t i = 0; i < len; i++) {
-        *p++ = value[i];
-        if (value[i] == ',')
-            *p++ = ',';
-    }
-    *p = '\0';
-    if (asprintf(&o, "%s%s%s=%s", *opts ? *opts : "", *opts ? "," : "", key,
-                 esc) < 0)
-        return -1;
-    free(*opts);
-    *opts = o;
-    return 0;
-}
-
 /* qemu-img's "Formatting 'F', fmt=... size=..." line. */
 static void
 print_formatting(const char *file, const char *fmt, json_t *opts)
@@ -142,7 +104,7 @@ cmd_create(int argc, char **argv)
         case 'o':
             if (!strcmp(optarg, "help") || !strcmp(optarg, "?"))
                 help_opts = true;
-            else if (append_raw(&opts, optarg) == -1)
+            else if (cmd_append_opts(&opts, optarg) == -1)
                 goto oom;
             break;
         case 'b': backing = optarg; break;
@@ -173,13 +135,13 @@ cmd_create(int argc, char **argv)
                       "gigabytes, terabytes, petabytes and exabytes.");
             return 1;
         }
-        if (add_opt(&opts, "size", argv[optind++]) == -1)
+        if (cmd_append_opt_kv(&opts, "size", argv[optind++]) == -1)
             goto oom;
     }
     if (optind < argc)
         return cmd_usage_error("unexpected argument '%s'", argv[optind]);
-    if ((backing && add_opt(&opts, "backing_file", backing) == -1) ||
-        (bfmt && add_opt(&opts, "backing_fmt", bfmt) == -1))
+    if ((backing && cmd_append_opt_kv(&opts, "backing_file", backing) == -1) ||
+        (bfmt && cmd_append_opt_kv(&opts, "backing_fmt", bfmt) == -1))
         goto oom;
 
     prepared = create_prepare(fmt, file, opts, flags);

@@ -156,20 +156,6 @@ measure(vimg_node *src, uint64_t size, const char *out_fmt,
     return r;
 }
 
-/* Append -o OPTARG to *OPTIONS (qemu joins repeated -o with commas). */
-static int
-add_options(char **options, const char *arg)
-{
-    char *s;
-
-    if (asprintf(&s, "%s%s%s", *options ? *options : "",
-                 *options ? "," : "", arg) < 0)
-        return -1;
-    free(*options);
-    *options = s;
-    return 0;
-}
-
 int
 cmd_measure(int argc, char **argv)
 {
@@ -196,7 +182,7 @@ cmd_measure(int argc, char **argv)
         case 'f': fmt = optarg; break;
         case 'O': out_fmt = optarg; break;
         case 'o':
-            if (add_options(&options, optarg) == -1) {
+            if (cmd_append_opts(&options, optarg) == -1) {
                 cmd_error("out of memory");
                 return 1;
             }

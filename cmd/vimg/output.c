@@ -6,9 +6,10 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
-
-#include "cmd.h"
 #include <string.h>
+
+#include "cleanup.h"
+#include "cmd.h"
 #include "vimg.h"
 
 void
@@ -99,4 +100,36 @@ cmd_parse_output(const char *arg, bool *json)
     }
     cmd_usage_error("--output must be human or json");
     return -1;
+}
+
+int
+cmd_append_opts(char **opts, const char *str)
+{
+    char *o;
+
+    if (asprintf(&o, "%s%s%s", *opts ? *opts : "", *opts ? "," : "",
+                 str) < 0)
+        return -1;
+    free(*opts);
+    *opts = o;
+    return 0;
+}
+
+int
+cmd_append_opt_kv(char **opts, const char *key, const char *value)
+{
+    size_t len = strlen(value);
+    CLEANUP_FREE char *esc = malloc(strlen(key) + 2 * len + 2);
+    char *p = esc;
+
+    if (!esc)
+        return -1;
+    p += sprintf(p, "%s=", key);
+    for (size_t i = 0; i < len; i++) {
+        *p++ = value[i];
+        if (value[i] == ',')
+            *p++ = ',';
+    }
+    *p = '\0';
+    return cmd_append_opts(opts, esc);
 }
