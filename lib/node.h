@@ -82,6 +82,24 @@ struct check_result {
 enum prealloc { PREALLOC_OFF, PREALLOC_METADATA, PREALLOC_FALLOC,
                 PREALLOC_FULL };
 
+/* Persistent dirty bitmap operations (qemu-img bitmap, QMP
+ * block-dirty-bitmap-*). */
+enum bitmap_op_kind { BITMAP_OP_ADD, BITMAP_OP_REMOVE, BITMAP_OP_CLEAR,
+                      BITMAP_OP_ENABLE, BITMAP_OP_DISABLE, BITMAP_OP_MERGE };
+
+/* One action on bitmap NAME of a node.  Borrowed by the callee. */
+struct bitmap_action {
+    enum bitmap_op_kind op;
+    const char *name;
+    uint32_t granularity; /* ADD: bytes per bit; 0 = the format default */
+    bool disabled;        /* ADD: create without recording (no auto) */
+    struct node *src;     /* MERGE: node holding the source; NULL = same */
+    const char *src_name; /* MERGE: source bitmap, OR-ed into NAME */
+    /* Next action, or NULL.  The whole list applies in order, all or
+     * nothing: on failure the image is left unchanged. */
+    const struct bitmap_action *next;
+};
+
 struct driver {
     const char *name;
     enum driver_kind kind;
@@ -162,6 +180,10 @@ struct driver {
      * options: "size" (integer), and the -o keys as strings
      * (cluster_size, compat, backing_file, backing_fmt, ...). */
     int (*create)(const char *filename, json_t *opts);
+    /* Apply the bitmap action list A (see struct bitmap_action) to the
+     * node's persistent bitmaps; the node is open read-write.  The
+     * error message names the failing action. */
+    int (*bitmap_op)(struct node *n, const struct bitmap_action *a);
 };
 
 /* Node flags. */

@@ -508,6 +508,11 @@ qcow2_header_write_locked(struct qcow2_state *s, const char *backing,
         put_ext(buf, &pos, end, QCOW2_EXT_DATA_FILE, s->data_file_name,
                 strlen(s->data_file_name)) == -1)
         return -1;
+    if (s->has_bitmaps_ext && !has_ext(s, QCOW2_EXT_BITMAPS)) {
+        struct qcow2_ext be = { QCOW2_EXT_BITMAPS, 0, NULL };
+        if (put_kept_ext(s, buf, &pos, end, &be, NULL) == -1)
+            return -1;
+    }
     for (size_t i = 0; i < s->exts.len; i++)
         if (put_kept_ext(s, buf, &pos, end, &s->exts.ptr[i],
                          backing_fmt) == -1)

@@ -519,5 +519,6 @@ const struct driver qcow2_format = {
     .info = qcow2_info,
     .measure = qcow2_measure,
     .check = qcow2_check,
+    .bitmap_op = qcow2_bitmap_op,
     .create = qcow2_create,
 };

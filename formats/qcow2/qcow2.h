@@ -181,6 +181,9 @@ struct qcow2_bitmap_info {
     uint32_t flags;
     uint64_t table_offset;
     uint32_t table_size;
+    uint8_t type;
+    uint32_t extra_size;
+    uint8_t *extra; /* extra_size bytes, malloc'd, kept verbatim */
 };
 
 /* One cached metadata cluster (L2 table or refcount block), raw bytes. */
@@ -436,8 +439,15 @@ int qcow2_pwrite_compressed(struct node *n, const uint8_t *buf,
 /* snapshot.c */
 int qcow2_snapshots_read(struct node *n, struct qcow2_state *s);
 void qcow2_snapshots_free(struct qcow2_state *s);
+
+/* bitmaps.c */
+/* Parse the bitmap directory into s->bitmaps (at open). */
 int qcow2_bitmaps_read(struct node *n, struct qcow2_state *s);
+/* Free s->bitmaps. */
 void qcow2_bitmaps_free(struct qcow2_state *s);
+/* The bitmap_op driver callback: apply the action list A in order, all
+ * or nothing, rewriting the bitmap directory once. */
+int qcow2_bitmap_op(struct node *n, const struct bitmap_action *a);
 /* Set in_use on every bitmap, on disk and durably: writes are not
  * tracked in bitmaps yet, so after one they no longer describe the
  * image (QEMU does the same for an image it opens read-write). */

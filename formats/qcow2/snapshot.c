@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * qcow2 internal snapshot table and bitmap directory: parsed at open for
- * info and for the refcount rebuild, never modified here.  Their
+ * qcow2 internal snapshot table: parsed at open for info and for the
+ * refcount rebuild, never modified here (bitmaps.c owns the bitmap
+ * directory).  Its
  * clusters stay intact because writes copy any cluster whose refcount is
  * above one (the active tables carry no COPIED flag for them).
  * Called only at open, before the node is shared: no lock.
@@ -130,124 +131,4 @@ qcow2_snapshots_free(struct qcow2_state *s)
     }
     free(s->snapshots);
     s->snapshots = NULL;
-}
-
-static int
-parse_bitmap(struct qcow2_state *s, const uint8_t *dir, uint64_t size,
-             uint64_t *pos, struct qcow2_bitmap_info *b)
-{
-    struct qcow2_bitmap_dir_entry e;
-    uint64_t len;
-
-    if (size - *pos < sizeof e) {
-        vimg_error(EINVAL, "bitmap directory truncated");
-        return -1;
-    }
-    memcpy(&e, dir + *pos, sizeof e);
-    e.name_size = be16toh(e.name_size);
-    e.extra_data_size = be32toh(e.extra_data_size);
-    len = ALIGN_UP(sizeof e + (uint64_t)e.extra_data_size + e.name_size, 8);
-    if (e.name_size == 0 || e.name_size > 1023 || len > size - *pos) {
-        vimg_error(EINVAL, "bitmap directory entry is invalid");
-        return -1;
-    }
-    if (e.granularity_bits < 9 || e.granularity_bits > 31) {
-        vimg_error(EINVAL, "bitmap granularity is invalid");
-        return -1;
-    }
-    b->name = strndup((const char *)dir + *pos + sizeof e +
-                          e.extra_data_size,
-                      e.name_size);
-    if (!b->name) {
-        vimg_error(errno, "strndup: %m");
-        return -1;
-    }
-    b->granularity = 1u << e.granularity_bits;
-    b->flags = be32toh(e.flags);
-    b->table_offset = be64toh(e.bitmap_table_offset);
-    b->table_size = be32toh(e.bitmap_table_size);
-    if (!IS_ALIGNED(b->table_offset, s->cluster_size) ||
-        b->table_size > 0x8000000) {
-        vimg_error(EINVAL, "bitmap table is invalid");
-        return -1;
-    }
-    *pos += len;
-    return 0;
-}
-
-int
-qcow2_bitmaps_read(struct node *n, struct qcow2_state *s)
-{
-    uint64_t size = s->bitmaps_ext.directory_size, pos = 0;
-    CLEANUP_FREE uint8_t *dir = NULL;
-
-    /* Without autoclear bit 0 the extension is stale: ignore it. */
-    if (!s->has_bitmaps_ext || !(s->autoclear & QCOW2_AUTOCLEAR_BITMAPS))
-        return 0;
-    dir = malloc(size ? size : 1);
-    s->bitmaps = calloc(s->bitmaps_ext.nb_bitmaps, sizeof *s->bitmaps);
-    if (!dir || !s->bitmaps) {
-        vimg_error(errno, "malloc: %m");
-        return -1;
-    }
-    if (node_pread(n->file, dir, size, s->bitmaps_ext.directory_offset) ==
-        -1)
-        return -1;
-    for (uint32_t i = 0; i < s->bitmaps_ext.nb_bitmaps; i++) {
-        s->nb_bitmaps = i + 1;
-        if (parse_bitmap(s, dir, size, &pos, &s->bitmaps[i]) == -1)
-            return -1;
-    }
-    return 0;
-}
-
-int
-qcow2_bitmaps_mark_in_use_locked(struct qcow2_state *s)
-{
-    uint64_t size = s->bitmaps_ext.directory_size;
-    struct node *file = s->node->file;
-    CLEANUP_FREE uint8_t *dir = NULL;
-    bool changed = false;
-    uint64_t pos = 0;
-
-    if (!s->nb_bitmaps)
-        return 0;
-    dir = malloc(size);
-    if (!dir) {
-        vimg_error(errno, "malloc: %m");
-        return -1;
-    }
-    if (node_pread(file, dir, size, s->bitmaps_ext.directory_offset) == -1)
-        return -1;
-    /* The directory was validated at open, so the walk stays inside. */
-    for (uint32_t i = 0; i < s->nb_bitmaps; i++) {
-        struct qcow2_bitmap_dir_entry d;
-
-        memcpy(&d, dir + pos, sizeof d);
-        if (!(be32toh(d.flags) & QCOW2_BME_IN_USE)) {
-            d.flags = htobe32(be32toh(d.flags) | QCOW2_BME_IN_USE);
-            memcpy(dir + pos, &d, sizeof d);
-            changed = true;
-        }
-        s->bitmaps[i].flags |= QCOW2_BME_IN_USE;
-        pos += ALIGN_UP(sizeof d + be32toh(d.extra_data_size) +
-                            be16toh(d.name_size), 8);
-    }
-    if (!changed)
-        return 0;
-    if (node_pwrite(file, dir, size, s->bitmaps_ext.directory_offset, 0) ==
-            -1 ||
-        node_flush(file) == -1)
-        return -1;
-    return 0;
-}
-
-void
-qcow2_bitmaps_free(struct qcow2_state *s)
-{
-    for (uint32_t i = 0; s->bitmaps && i < s->nb_bitmaps; i++)
-        free(s->bitmaps[i].name);
-    free(s->bitmaps);
-    s->bitmaps = NULL;
-    s->nb_bitmaps = 0;
 }
