@@ -174,6 +174,10 @@ struct qcow2_snapshot {
 /* Bitmap directory entry flags. */
 #define QCOW2_BME_IN_USE 0x1u
 #define QCOW2_BME_AUTO 0x2u
+/* Limits QEMU applies to the bitmaps extension. */
+#define QCOW2_MAX_BITMAPS 65535
+#define QCOW2_MAX_BITMAP_DIR_SIZE (64u * 1024 * 1024)
+#define QCOW2_MAX_BITMAP_NAME 1023
 
 struct qcow2_bitmap_info {
     char *name;
@@ -440,7 +444,7 @@ int qcow2_pwrite_compressed(struct node *n, const uint8_t *buf,
 int qcow2_snapshots_read(struct node *n, struct qcow2_state *s);
 void qcow2_snapshots_free(struct qcow2_state *s);
 
-/* bitmaps.c */
+/* bitmaps.c (reading) and bitmap-ops.c (bitmap_op) */
 /* Parse the bitmap directory into s->bitmaps (at open). */
 int qcow2_bitmaps_read(struct node *n, struct qcow2_state *s);
 /* Free s->bitmaps. */
@@ -448,6 +452,15 @@ void qcow2_bitmaps_free(struct qcow2_state *s);
 /* The bitmap_op driver callback: apply the action list A in order, all
  * or nothing, rewriting the bitmap directory once. */
 int qcow2_bitmap_op(struct node *n, const struct bitmap_action *a);
+struct bitmap;
+/* Free the strings of B (not B itself). */
+void qcow2_bitmap_info_free(struct qcow2_bitmap_info *b);
+/* Read B's bitmap table, host order; caller frees. */
+uint64_t *qcow2_bitmap_read_table(struct qcow2_state *s,
+                                  const struct qcow2_bitmap_info *b);
+/* Load the content of on-disk bitmap B; caller frees with bitmap_free. */
+struct bitmap *qcow2_bitmap_load(struct qcow2_state *s,
+                                 const struct qcow2_bitmap_info *b);
 /* Set in_use on every bitmap, on disk and durably: writes are not
  * tracked in bitmaps yet, so after one they no longer describe the
  * image (QEMU does the same for an image it opens read-write). */
