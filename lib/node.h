@@ -84,6 +84,7 @@ enum prealloc { PREALLOC_OFF, PREALLOC_METADATA, PREALLOC_FALLOC,
 
 /* Persistent dirty bitmap operations (qemu-img bitmap, QMP
  * block-dirty-bitmap-*). */
+struct bitmap; /* bitmap.h */
 enum bitmap_op_kind { BITMAP_OP_ADD, BITMAP_OP_REMOVE, BITMAP_OP_CLEAR,
                       BITMAP_OP_ENABLE, BITMAP_OP_DISABLE, BITMAP_OP_MERGE };
 
@@ -184,6 +185,10 @@ struct driver {
      * node's persistent bitmaps; the node is open read-write.  The
      * error message names the failing action. */
     int (*bitmap_op)(struct node *n, const struct bitmap_action *a);
+    /* A copy of the content of persistent bitmap NAME; caller frees with
+     * bitmap_free.  NULL + vimg_error: ENOENT if absent, EINVAL if in use
+     * (inconsistent) or of an unknown type. */
+    struct bitmap *(*bitmap_get)(struct node *n, const char *name);
 };
 
 /* Node flags. */

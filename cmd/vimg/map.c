@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * vimg map [-f FMT | --image-opts] [--output=human|json]
- *          [-s|--start-offset N] [-l|--max-length N] [-U] FILE
+ *          [-s|--start-offset N] [-l|--max-length N] [-U]
+ *          [--bitmap NAME] FILE
  *
  * qemu-img 7.2's map: walks the chain layer by layer the way its
  * get_block_status() does (stop at the first layer whose answer has data
@@ -12,6 +13,10 @@
  *
  * The time is proportional to the number of extents the drivers report:
  * a driver answers a whole unallocated L1 range in one step.
+ *
+ * With --bitmap NAME it lists instead the dirty and clean extents of a
+ * persistent bitmap (a vimg extension): alternating extents covering the
+ * window, each as long as possible, so neighbours never share a kind.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -19,6 +24,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "bitmap.h"
 #include "checked.h"
 #include "cmd.h"
 #include "io.h"
@@ -27,14 +33,17 @@
 
 static const char usage_text[] =
     "Usage: vimg map [-f FMT | --image-opts] [--output=human|json]\n"
-    "                [--start-offset N] [--max-length N] [-U] FILE\n"
+    "                [--start-offset N] [--max-length N] [-U]\n"
+    "                [--bitmap NAME] FILE\n"
     "\n"
     "  -f FMT              format of FILE (probed if absent)\n"
     "  --image-opts        FILE is an option string (driver=qcow2,...)\n"
     "  --output=FMT        human (default) or json\n"
     "  -s, --start-offset  first guest byte to map\n"
     "  -l, --max-length    map at most N bytes\n"
-    "  -U, --force-share   open read-only and share the image\n";
+    "  -U, --force-share   open read-only and share the image\n"
+    "  --bitmap NAME       list the dirty and clean extents of the\n"
+    "                      persistent bitmap NAME instead\n";
 
 /* qemu-img's MapEntry. */
 struct map_entry {
@@ -177,6 +186,63 @@ map_image(struct node *n, bool json, uint64_t start, uint64_t max_len)
     return 0;
 }
 
+/* One extent of --bitmap output, in map's JSON array style (objects
+ * separated by ",\n", the last one closing the array). */
+static void
+dump_bitmap_extent(bool json, uint64_t start, uint64_t len, bool dirty,
+                   bool last)
+{
+    if (json)
+        printf("{ \"start\": %" PRIu64 ", \"length\": %" PRIu64
+               ", \"dirty\": %s}%s\n",
+               start, len, dirty ? "true" : "false", last ? "]" : ",");
+    else
+        printf("%#-16" PRIx64 "%#-16" PRIx64 "%s\n", start, len,
+               dirty ? "yes" : "no");
+}
+
+/* map --bitmap NAME: the extents of bitmap NAME of N's top layer in
+ * [START, START+MAX_LEN) clipped to the image; an empty window prints
+ * an empty list. */
+static int
+map_bitmap(struct node *n, const char *name, bool json, uint64_t start,
+           uint64_t max_len)
+{
+    uint64_t end = n->size, pos = start;
+    struct bitmap *bm;
+
+    if (!n->drv->bitmap_get) {
+        cmd_error("Dirty bitmap '%s' not found: format '%s' has no "
+                  "persistent bitmaps",
+                  name, n->drv->name);
+        return -1;
+    }
+    bm = n->drv->bitmap_get(n, name);
+    if (!bm) {
+        cmd_error("%s", vimg_get_error());
+        return -1;
+    }
+    if (max_len != UINT64_MAX && start + max_len < end)
+        end = start + max_len;
+    if (json)
+        putchar('[');
+    else
+        printf("%-16s%-16s%s\n", "Offset", "Length", "Dirty");
+    if (pos >= end && json)
+        puts("]");
+    while (pos < end) {
+        bool dirty = bitmap_get(bm, pos);
+        int64_t next = dirty ? bitmap_next_clean(bm, pos, end)
+                             : bitmap_next_dirty(bm, pos, end);
+        uint64_t stop = next == -1 ? end : (uint64_t)next;
+
+        dump_bitmap_extent(json, pos, stop - pos, dirty, stop == end);
+        pos = stop;
+    }
+    bitmap_free(bm);
+    return 0;
+}
+
 static int
 parse_num(const char *what, const char *arg, uint64_t *v)
 {
@@ -191,7 +257,7 @@ parse_num(const char *what, const char *arg, uint64_t *v)
 int
 cmd_map(int argc, char **argv)
 {
-    enum { OPT_IMAGE_OPTS = 256, OPT_OUTPUT };
+    enum { OPT_IMAGE_OPTS = 256, OPT_OUTPUT, OPT_BITMAP };
     static const struct option longopts[] = {
         { "help", no_argument, NULL, 'h' },
         { "format", required_argument, NULL, 'f' },
@@ -200,8 +266,9 @@ cmd_map(int argc, char **argv)
         { "output", required_argument, NULL, OPT_OUTPUT },
         { "start-offset", required_argument, NULL, 's' },
         { "max-length", required_argument, NULL, 'l' },
+        { "bitmap", required_argument, NULL, OPT_BITMAP },
         { NULL, 0, NULL, 0 } };
-    const char *fmt = NULL, *file;
+    const char *fmt = NULL, *file, *bitmap = NULL;
     bool image_opts = false, json = false;
     uint64_t start = 0, max_len = UINT64_MAX;
     unsigned flags = 0;
@@ -214,6 +281,7 @@ cmd_map(int argc, char **argv)
         case 'f': fmt = optarg; break;
         case 'U': flags |= VIMG_OPEN_FORCE_SHARE; break;
         case OPT_IMAGE_OPTS: image_opts = true; break;
+        case OPT_BITMAP: bitmap = optarg; break;
         case 's':
             if (parse_num("start offset", optarg, &start) == -1)
                 return 1;
@@ -239,7 +307,10 @@ cmd_map(int argc, char **argv)
     h = cmd_open_image(file, fmt, image_opts, flags);
     if (!h)
         return 1;
-    r = map_image(node_of(h), json, start, max_len);
+    if (bitmap)
+        r = map_bitmap(node_of(h), bitmap, json, start, max_len);
+    else
+        r = map_image(node_of(h), json, start, max_len);
     fflush(stdout);
     vimg_close(h);
     return r == 0 ? 0 : 1;

@@ -228,3 +228,32 @@ qcow2_bitmap_load(struct qcow2_state *s, const struct qcow2_bitmap_info *b)
     }
     return bm;
 }
+
+/* The bitmap_get callback.  An in-use bitmap no longer describes the
+ * image (a crash left it so): refuse it, as QEMU does. */
+struct bitmap *
+qcow2_bitmap_get(struct node *n, const char *name)
+{
+    struct qcow2_state *s = n->state;
+
+    LOCK_GUARD(&s->lock);
+    for (uint32_t i = 0; i < s->nb_bitmaps; i++) {
+        const struct qcow2_bitmap_info *b = &s->bitmaps[i];
+
+        if (strcmp(b->name, name))
+            continue;
+        if (b->flags & QCOW2_BME_IN_USE) {
+            vimg_error(EINVAL,
+                       "Bitmap '%s' is inconsistent and cannot be used",
+                       name);
+            return NULL;
+        }
+        if (b->type != 1) {
+            vimg_error(EINVAL, "Bitmap '%s' has an unknown type", name);
+            return NULL;
+        }
+        return qcow2_bitmap_load(s, b);
+    }
+    vimg_error(ENOENT, "Dirty bitmap '%s' not found", name);
+    return NULL;
+}

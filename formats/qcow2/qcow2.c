@@ -520,5 +520,6 @@ const struct driver qcow2_format = {
     .measure = qcow2_measure,
     .check = qcow2_check,
     .bitmap_op = qcow2_bitmap_op,
+    .bitmap_get = qcow2_bitmap_get,
     .create = qcow2_create,
 };

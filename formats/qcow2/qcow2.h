@@ -453,6 +453,9 @@ void qcow2_bitmaps_free(struct qcow2_state *s);
  * or nothing, rewriting the bitmap directory once. */
 int qcow2_bitmap_op(struct node *n, const struct bitmap_action *a);
 struct bitmap;
+/* The bitmap_get driver callback: a copy of bitmap NAME's content;
+ * caller frees with bitmap_free. */
+struct bitmap *qcow2_bitmap_get(struct node *n, const char *name);
 /* Free the strings of B (not B itself). */
 void qcow2_bitmap_info_free(struct qcow2_bitmap_info *b);
 /* Read B's bitmap table, host order; caller frees. */
