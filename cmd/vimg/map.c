@@ -291,11 +291,8 @@ cmd_map(int argc, char **argv)
                 return 1;
             break;
         case OPT_OUTPUT:
-            if (!strcmp(optarg, "json"))
-                json = true;
-            else if (strcmp(optarg, "human"))
-                return cmd_usage_error("--output must be used with human "
-                                       "or json as argument.");
+            if (cmd_parse_output(optarg, &json) == -1)
+                return 1;
             break;
         case 'h': fputs(usage_text, stdout); return 0;
         default: return cmd_bad_option(argv);

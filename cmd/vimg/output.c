@@ -98,7 +98,8 @@ cmd_parse_output(const char *arg, bool *json)
         *json = !strcmp(arg, "json");
         return 0;
     }
-    cmd_usage_error("--output must be human or json");
+    /* qemu-img's wording, so scripts matching it keep working. */
+    cmd_usage_error("--output must be used with human or json as argument.");
     return -1;
 }
 

@@ -40,3 +40,12 @@ commands() {
     run "$VIMG" info --no-such-option x
     assert_failure 1
 }
+
+@test "--output takes human or json, with qemu-img's message, in every command" {
+    local c
+    for c in info check map measure; do
+        run "$VIMG" "$c" --output=xml x.img
+        assert_failure 1
+        assert_output "vimg: $c: --output must be used with human or json as argument. (see 'vimg $c --help')"
+    done
+}
