@@ -50,9 +50,15 @@ chain_find(struct node *top, const char *name)
 
     if (stat(name, &want) == -1 && (!rel || stat(rel, &want) == -1))
         goto not_found;
-    for (struct node *n = top; n; n = n->backing, d++)
-        if (same_file(n->filename, &want))
-            return d;
+    for (struct node *n = top; n; n = n->backing, d++) {
+        if (!same_file(n->filename, &want))
+            continue;
+        if (d == 0) {
+            vimg_error(EINVAL, "'%s' is the image itself", name);
+            return -1;
+        }
+        return d;
+    }
 not_found:
     vimg_error(ENOENT, "Did not find '%s' in the backing chain of '%s'",
                name, top->filename);

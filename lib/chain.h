@@ -11,9 +11,10 @@
 int chain_length(struct node *top);
 /* The layer at DEPTH (0 = TOP), or NULL. */
 struct node *chain_layer(struct node *top, int depth);
-/* Depth of the layer whose file is NAME (a path relative to the current
- * folder or, failing that, to TOP's folder; compared by device and
- * inode), or -1 with qemu-img's "Did not find" error. */
+/* Depth (>= 1) of the backing layer whose file is NAME (a path relative
+ * to the current folder or, failing that, to TOP's folder; compared by
+ * device and inode), or -1 with qemu-img's "Did not find" error, or when
+ * NAME is TOP itself. */
 int chain_find(struct node *top, const char *name);
 /* An option tree that reopens TOP's chain file by file with recorded
  * formats; layer d is writable when (WRITABLE >> d) & 1.  Caller frees. */

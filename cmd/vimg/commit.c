@@ -100,9 +100,7 @@ cmd_commit(int argc, char **argv)
         cmd_error("Image does not have a backing file");
         return 1;
     }
-    if (base_name && (base_depth = chain_find(top, base_name)) <= 0) {
-        if (base_depth == 0)
-            vimg_error(EINVAL, "'%s' is the image itself", base_name);
+    if (base_name && (base_depth = chain_find(top, base_name)) == -1) {
         node_unref(top);
         goto err;
     }

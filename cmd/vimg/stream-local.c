@@ -101,9 +101,7 @@ cmd_stream_local(int argc, char **argv)
         goto err;
     if (base_arg) {
         base_depth = chain_find(top, base_arg);
-        if (base_depth == 0)
-            vimg_error(EINVAL, "'%s' is the image itself", base_arg);
-        if (base_depth <= 0 ||
+        if (base_depth == -1 ||
             !(base_name = chain_backing_name(top, base_arg))) {
             node_unref(top);
             goto err;
