@@ -176,6 +176,42 @@ bitmap_copy(const struct bitmap *bm)
     return c;
 }
 
+int
+bitmap_resize(struct bitmap *bm, uint64_t size)
+{
+    struct bitmap *nb;
+    size_t keep;
+
+    if (size == bm->size)
+        return 0;
+    if (size > INT64_MAX ||
+        DIV_ROUND_UP(size, (uint64_t)bm->granularity) / 64 >= SIZE_MAX / 8) {
+        vimg_error(EINVAL, "bitmap size %" PRIu64 " too large", size);
+        return -1;
+    }
+    nb = alloc_bitmap(size, bm->granularity);
+    if (!nb) {
+        vimg_error(ENOMEM, "bitmap: %m");
+        return -1;
+    }
+    keep = MIN(nb->nwords, bm->nwords);
+    memcpy(nb->words, bm->words, keep * sizeof(uint64_t));
+    /* Bits of a kept partial last word past the new end must be zero,
+     * and granules that only the new size covers start clean. */
+    if (keep) {
+        size_t w = keep - 1;
+        uint64_t old_valid = full_mask(bm, w), new_valid = full_mask(nb, w);
+        nb->words[w] &= old_valid & new_valid;
+    }
+    resummarise(nb);
+    free(bm->words);
+    free(bm->nonzero);
+    free(bm->notfull);
+    *bm = *nb;
+    free(nb);
+    return 0;
+}
+
 uint64_t
 bitmap_size(const struct bitmap *bm)
 {

@@ -31,6 +31,10 @@ void bitmap_free(struct bitmap *bm);
  * (ENOMEM). */
 struct bitmap *bitmap_copy(const struct bitmap *bm);
 
+/* Change the image size BM covers to SIZE: granules that stay keep their
+ * bits, granules only the new size covers start clean.  -1 + vimg_error
+ * (EINVAL, ENOMEM) on failure, BM unchanged. */
+int bitmap_resize(struct bitmap *bm, uint64_t size);
 /* Image size in bytes covered by BM. */
 uint64_t bitmap_size(const struct bitmap *bm);
 /* Bytes per bit of BM. */

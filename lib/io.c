@@ -25,6 +25,7 @@
 #include "checked.h"
 #include "cleanup.h"
 #include "error.h"
+#include "dirty.h"
 #include "io.h"
 
 #define ZERO_CHUNK (1u << 20) /* bytes of zeroes written per call */
@@ -341,6 +342,7 @@ node_pwrite(struct node *n, const void *buf, uint64_t count, uint64_t off,
         range_lock(n, &r, off, count);
         ret = n->drv->pwrite(n, buf, count, off, flags);
         range_unlock(n, &r);
+        dirty_mark(n, off, count);
         return ret;
     }
     if (is_protocol(n)) {
@@ -354,6 +356,7 @@ node_pwrite(struct node *n, const void *buf, uint64_t count, uint64_t off,
     range_lock(n, &r, off, count);
     ret = format_pwrite_locked(n, buf, count, off, flags);
     range_unlock(n, &r);
+    dirty_mark(n, off, count);
     return ret;
 }
 
@@ -452,6 +455,7 @@ node_pwrite_zeroes(struct node *n, uint64_t off, uint64_t count,
     range_lock(n, &r, off, count);
     ret = format_zeroes_locked(n, off, count, flags);
     range_unlock(n, &r);
+    dirty_mark(n, off, count);
     return ret;
 }
 
@@ -464,14 +468,21 @@ node_discard(struct node *n, uint64_t off, uint64_t count)
 
     if (check_writable(n) == -1 || check_range(n, off, count, false) == -1)
         return -1;
-    /* Discard is advisory: no driver support or no whole unit is fine. */
+    /* Discard is advisory: no driver support or no whole unit is fine.
+     * Bitmaps record the whole request, partial units too (QEMU's
+     * bdrv_co_pdiscard marks what the guest asked for). */
     start = ALIGN_UP(off, a);
     end = off + count == n->size ? off + count : ALIGN_DOWN(off + count, a);
-    if (!n->drv->discard || start >= end)
+    if (!n->drv->discard || count == 0)
         return 0;
+    if (start >= end) {
+        dirty_mark(n, off, count);
+        return 0;
+    }
     range_lock(n, &r, start, end - start);
     ret = n->drv->discard(n, start, end - start);
     range_unlock(n, &r);
+    dirty_mark(n, off, count);
     if (ret == -1 && (errno == ENOTSUP || errno == EOPNOTSUPP))
         ret = 0;
     return ret;

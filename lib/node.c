@@ -74,6 +74,7 @@ node_new(const struct driver *drv, unsigned flags)
         goto oom;
     pthread_mutex_init(&n->io_lock, NULL);
     pthread_cond_init(&n->io_cond, NULL);
+    pthread_mutex_init(&n->dirty_lock, NULL);
     return n;
 oom:
     if (n)
@@ -88,6 +89,8 @@ node_free(struct node *n)
 {
     pthread_mutex_destroy(&n->io_lock);
     pthread_cond_destroy(&n->io_cond);
+    pthread_mutex_destroy(&n->dirty_lock);
+    bitmap_ptr_vector_reset(&n->dirty);
     free(n->state);
     free(n->node_name);
     free(n->filename);

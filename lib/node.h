@@ -29,6 +29,7 @@
 
 #include <jansson.h>
 
+#include "vector.h"
 #include "vimg.h"
 
 struct node;
@@ -199,6 +200,7 @@ struct driver {
 #define NODE_CHECK VIMG_OPEN_CHECK
 
 struct inflight; /* io.c */
+DEFINE_VECTOR(struct bitmap *, bitmap_ptr_vector);
 
 struct node {
     const struct driver *drv;
@@ -227,6 +229,10 @@ struct node {
     struct inflight *inflight; /* list of in-flight write ranges */
     unsigned in_flight;        /* requests in progress */
     bool exclusive;            /* a truncate/drain holds the node */
+
+    /* Bitmaps every write marks (lib/dirty.c), protected by dirty_lock. */
+    pthread_mutex_t dirty_lock;
+    struct bitmap_ptr_vector dirty;
 };
 
 /* The public opaque handle is the internal node. */

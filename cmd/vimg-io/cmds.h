@@ -52,6 +52,7 @@ int io_cmd_discard(struct io_ctx *ctx, int argc, char **argv);
 int io_cmd_flush(struct io_ctx *ctx, int argc, char **argv);
 int io_cmd_truncate(struct io_ctx *ctx, int argc, char **argv);
 int io_cmd_sleep(struct io_ctx *ctx, int argc, char **argv);
+int io_cmd_sigraise(struct io_ctx *ctx, int argc, char **argv);
 int io_cmd_quit(struct io_ctx *ctx, int argc, char **argv);
 int io_cmd_help(struct io_ctx *ctx, int argc, char **argv);
 

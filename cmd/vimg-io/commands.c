@@ -63,6 +63,16 @@ static const char truncate_help[] =
     " Example:\n"
     " 'truncate 2M' - makes the image 2 MiB long\n";
 
+static const char sigraise_help[] =
+    " raises the given signal\n"
+    "\n"
+    " Example:\n"
+    " 'sigraise 15' - raises SIGTERM\n"
+    "\n"
+    " Invokes raise(signal), where \"signal\" is the mandatory integer "
+    "argument\n"
+    " given to sigraise.\n";
+
 const struct io_cmd io_cmds[] = {
     {"alloc", NULL, io_cmd_alloc, 1, 2, false, "offset [count]",
      "checks if offset is allocated in the file", NULL},
@@ -80,6 +90,8 @@ const struct io_cmd io_cmds[] = {
     {"read", "r", io_cmd_read, 2, -1, false,
      "[-Cqv] [-P pattern [-s off] [-l len]] off len",
      "reads a number of bytes at a specified offset", read_help},
+    {"sigraise", NULL, io_cmd_sigraise, 1, 1, false, "signal",
+     "raises a signal", sigraise_help},
     {"sleep", NULL, io_cmd_sleep, 1, 1, false, NULL,
      "waits for the given value in milliseconds", NULL},
     {"truncate", "t", io_cmd_truncate, 1, 1, true, "off",

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * vimg-io's small commands: discard, flush, truncate, sleep, quit and
+ * vimg-io's small commands: discard, flush, truncate, sleep, sigraise, quit and
  * help.  Output and messages follow qemu-io 7.2.
  */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -100,6 +101,26 @@ io_cmd_sleep(struct io_ctx *ctx, int argc, char **argv)
     ts.tv_nsec = ms % 1000 * 1000000L;
     while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
         ;
+    return 0;
+}
+
+int
+io_cmd_sigraise(struct io_ctx *ctx, int argc, char **argv)
+{
+    char *end;
+    long sig;
+
+    (void)ctx;
+    (void)argc;
+    errno = 0;
+    sig = strtol(argv[1], &end, 0);
+    if (errno || sig <= 0 || sig >= NSIG || *end || end == argv[1]) {
+        io_err("%s is not a valid signal number\n", argv[1]);
+        return -1;
+    }
+    /* Unflushed output would be lost if the signal kills us. */
+    fflush(stdout);
+    raise((int)sig);
     return 0;
 }
 

@@ -109,9 +109,7 @@ qcow2_before_write_locked(struct qcow2_state *s)
         vimg_error(EROFS, "image is opened read-only");
         return -1;
     }
-    /* Bitmaps are not updated by writes yet: mark them inconsistent,
-     * keeping the extension (and its clusters) valid. */
-    if (qcow2_bitmaps_mark_in_use_locked(s) == -1)
+    if (qcow2_bitmaps_go_live_locked(s) == -1)
         return -1;
     keep = s->autoclear & QCOW2_AUTOCLEAR_KNOWN;
     if (s->version >= 3 && keep != s->autoclear) {

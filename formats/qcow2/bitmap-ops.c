@@ -11,7 +11,15 @@
  * at any point leaves either the old or the new directory valid (at worst
  * leaked clusters).
  *
- * Locking: s->bitmaps is protected by s->lock after open.
+ * While the bitmaps are live (bitmaps.c), the directory written keeps
+ * in_use set on every entry, changed content becomes the new live copy
+ * and tracking follows the auto flag.  Storing at close is the same
+ * commit with an empty action list, every live copy written back and
+ * in_use cleared.
+ *
+ * Locking: s->bitmaps is protected by s->lock after open; the live copies
+ * and the node's tracking list by its dirty_lock, held (after s->lock)
+ * for a whole operation so that no write marks a copy being replaced.
  */
 #include <endian.h>
 #include <errno.h>
@@ -24,6 +32,7 @@
 #include "bitmap.h"
 #include "checked.h"
 #include "cleanup.h"
+#include "dirty.h"
 #include "error.h"
 #include "io.h"
 #include "qcow2.h"
@@ -31,7 +40,7 @@
 /* ---- The working copy ---- */
 
 struct wbm {
-    struct qcow2_bitmap_info info;
+    struct qcow2_bitmap_info info; /* info.live: borrowed from s->bitmaps */
     struct bitmap *bm; /* new content; NULL = keep the on-disk table */
 };
 
@@ -39,6 +48,7 @@ struct work {
     struct wbm *e;
     uint32_t n;
     struct u64_vector alloced; /* (offset, nclusters) pairs */
+    bool switched;             /* the header points at the new directory */
 };
 
 static void
@@ -181,12 +191,24 @@ lookup(struct work *w, const struct bitmap_action *a, const char *name,
     return e;
 }
 
-/* Make E's content available in e->bm (loading it from S). */
+/* A copy of E's content: its new content, its live copy, or from disk.
+ * The node's dirty_lock is held. */
+static struct bitmap *
+content_copy(struct qcow2_state *s, const struct wbm *e)
+{
+    if (e->bm)
+        return bitmap_copy(e->bm);
+    if (e->info.live)
+        return bitmap_copy(e->info.live);
+    return qcow2_bitmap_load(s, &e->info);
+}
+
+/* Make E's content available in e->bm (to change it). */
 static int
 ensure_loaded(struct qcow2_state *s, struct wbm *e)
 {
     if (!e->bm)
-        e->bm = qcow2_bitmap_load(s, &e->info);
+        e->bm = content_copy(s, e);
     return e->bm ? 0 : -1;
 }
 
@@ -235,7 +257,7 @@ load_foreign(const struct bitmap_action *a)
                  "used\nTry block-dirty-bitmap-remove to delete this "
                  "bitmap from disk", a->src_name);
         else
-            bm = qcow2_bitmap_load(ss, b);
+            bm = qcow2_bitmap_live_copy(ss, b);
         return bm;
     }
     fail(a, ENOENT, "Dirty bitmap '%s' not found", a->src_name);
@@ -261,7 +283,7 @@ do_merge(struct qcow2_state *s, struct work *w,
         se = lookup(w, a, a->src_name, false);
         if (!se)
             return -1;
-        src = se->bm ? bitmap_copy(se->bm) : qcow2_bitmap_load(s, &se->info);
+        src = content_copy(s, se);
         if (!src)
             return -1;
     }
@@ -361,7 +383,7 @@ write_bitmap(struct qcow2_state *s, struct work *w, struct wbm *e)
 }
 
 static uint8_t *
-build_dir(struct work *w, uint64_t *size)
+build_dir(struct qcow2_state *s, struct work *w, uint64_t *size)
 {
     uint64_t total = 0, pos = 0;
     uint8_t *dir;
@@ -387,7 +409,8 @@ build_dir(struct work *w, uint64_t *size)
 
         d.bitmap_table_offset = htobe64(b->table_offset);
         d.bitmap_table_size = htobe32(b->table_size);
-        d.flags = htobe32(b->flags);
+        /* While live, every bitmap on disk is in_use. */
+        d.flags = htobe32(b->flags | (s->bitmaps_live ? QCOW2_BME_IN_USE : 0));
         d.type = b->type;
         d.granularity_bits = (uint8_t)__builtin_ctz(b->granularity);
         d.name_size = htobe16((uint16_t)nl);
@@ -463,7 +486,7 @@ switch_header(struct qcow2_state *s, struct work *w, uint64_t off,
 }
 
 static int
-commit(struct qcow2_state *s, struct work *w, bool *switched)
+commit(struct qcow2_state *s, struct work *w)
 {
     CLEANUP_FREE uint8_t *dir = NULL;
     uint64_t size = 0;
@@ -472,7 +495,7 @@ commit(struct qcow2_state *s, struct work *w, bool *switched)
     for (uint32_t i = 0; i < w->n; i++)
         if (w->e[i].bm && write_bitmap(s, w, &w->e[i]) == -1)
             return -1;
-    dir = build_dir(w, &size);
+    dir = build_dir(s, w, &size);
     if (!dir)
         return -1;
     if (size && (off = alloc_write(s, w, dir, size)) < 0)
@@ -481,7 +504,7 @@ commit(struct qcow2_state *s, struct work *w, bool *switched)
         switch_header(s, w, (uint64_t)off, size) == -1)
         return -1;
     w->alloced.len = 0; /* now owned by the image */
-    *switched = true;
+    w->switched = true;
     return 0;
 }
 
@@ -502,34 +525,70 @@ release_old(struct qcow2_state *s, struct work *w,
     return qcow2_flush_all_locked(s);
 }
 
-/* Move W's directory into S (after a successful commit). */
+/* Whether W still uses live copy BM unchanged. */
+static bool
+carried(const struct work *w, const struct bitmap *bm)
+{
+    for (uint32_t i = 0; i < w->n; i++)
+        if (!w->e[i].bm && w->e[i].info.live == bm)
+            return true;
+    return false;
+}
+
+/* Move W's directory into S (after a successful commit).  While live,
+ * changed content becomes the new live copy and tracking follows the
+ * auto flag.  The node's dirty_lock is held, with room reserved in the
+ * tracking list for every bitmap. */
 static void
 install(struct qcow2_state *s, struct work *w)
 {
-    qcow2_bitmaps_free(s);
+    struct node *n = s->node;
+
+    for (uint32_t i = 0; i < s->nb_bitmaps; i++)
+        if (s->bitmaps[i].live && carried(w, s->bitmaps[i].live))
+            s->bitmaps[i].live = NULL;
+    qcow2_bitmaps_drop_live_dirty_locked(s);
+    qcow2_bitmaps_free_entries(s);
     s->bitmaps = calloc(w->n ? w->n : 1, sizeof *s->bitmaps);
     if (!s->bitmaps)
         abort(); /* tiny, and the image is already switched */
     for (uint32_t i = 0; i < w->n; i++) {
-        s->bitmaps[i] = w->e[i].info;
+        struct qcow2_bitmap_info *b = &s->bitmaps[i];
+
+        *b = w->e[i].info;
         memset(&w->e[i].info, 0, sizeof w->e[i].info);
+        if (w->e[i].bm)
+            b->live = NULL; /* replaced: the old copy was dropped */
+        if (w->e[i].bm && s->bitmaps_live && b->type == 1 &&
+            !(b->flags & QCOW2_BME_IN_USE))
+            b->live = TAKE_PTR(w->e[i].bm);
+        if (!b->live)
+            continue;
+        if (b->flags & QCOW2_BME_AUTO)
+            dirty_track_locked(n, b->live); /* room reserved */
+        else
+            dirty_untrack_locked(n, b->live);
     }
     s->nb_bitmaps = w->n;
 }
 
+/* Apply the action list A (may be NULL) to W and write the result.
+ * Caller holds s->lock and the node's dirty_lock. */
 static int
 op_locked(struct qcow2_state *s, struct work *w,
           const struct bitmap_action *a)
 {
     struct qcow2_bitmaps_ext old_ext = s->bitmaps_ext;
-    bool switched = false;
     int r;
 
     for (; a; a = a->next)
         if (apply(s, w, a) == -1)
             return -1;
-    if (commit(s, w, &switched) == -1) {
-        if (switched)
+    /* Room for tracking every bitmap, so install cannot fail. */
+    if (bitmap_ptr_vector_reserve(&s->node->dirty, w->n) == -1)
+        return -1;
+    if (commit(s, w) == -1) {
+        if (w->switched)
             return -1;
         /* Give back what the failed commit allocated (best effort). */
         for (size_t i = 0; i < w->alloced.len; i += 2)
@@ -556,9 +615,44 @@ qcow2_bitmap_op(struct node *n, const struct bitmap_action *a)
         vimg_error(EROFS, "image is opened read-only");
         return -1;
     }
+    /* Writes wait to mark their bitmaps until the new ones are in. */
+    dirty_lock(n);
     r = work_init(s, &w);
     if (r == 0)
         r = op_locked(s, &w, a);
     work_free(&w);
+    dirty_unlock(n);
+    return r;
+}
+
+int
+qcow2_bitmaps_store_locked(struct qcow2_state *s)
+{
+    struct node *n = s->node;
+    struct work w;
+    int r;
+
+    if (!s->bitmaps_live)
+        return 0;
+    if (!s->nb_bitmaps) {
+        s->bitmaps_live = false;
+        return 0;
+    }
+    dirty_lock(n);
+    r = work_init(s, &w);
+    for (uint32_t i = 0; r == 0 && i < w.n; i++) {
+        struct wbm *e = &w.e[i];
+        if (e->info.live && !(e->bm = bitmap_copy(e->info.live)))
+            r = -1;
+    }
+    if (r == 0) {
+        /* The directory written now has in_use clear. */
+        s->bitmaps_live = false;
+        r = op_locked(s, &w, NULL);
+        if (r == -1 && !w.switched)
+            s->bitmaps_live = true;
+    }
+    work_free(&w);
+    dirty_unlock(n);
     return r;
 }

@@ -1,11 +1,20 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * qcow2 persistent dirty bitmaps, reading side: the bitmap directory
- * (parsed at open into s->bitmaps), the in_use marking before the first
- * write, and loading a bitmap's table and content.  The actions that
- * change bitmaps are in bitmap-ops.c.
+ * (parsed at open into s->bitmaps), going live before the first write,
+ * and loading a bitmap's table and content.  The actions that change
+ * bitmaps, and storing them at close, are in bitmap-ops.c.
  *
- * Locking: s->bitmaps is protected by s->lock after open.
+ * Going live: before the first write the content of every consistent
+ * bitmap is loaded into memory (b->live), the enabled ones are tracked by
+ * the node (lib/dirty.c marks them on every write), and in_use is set on
+ * every bitmap on disk.  A clean close stores them and clears in_use; a
+ * crash leaves them in_use, i.e. inconsistent, as QEMU does.  Opening
+ * read-write alone changes nothing: a command that never writes data
+ * leaves the bitmaps consistent whatever happens to it.
+ *
+ * Locking: s->bitmaps is protected by s->lock after open; the live copies
+ * by the node's dirty_lock as well (taken after s->lock).
  */
 #include <endian.h>
 #include <errno.h>
@@ -18,6 +27,7 @@
 #include "bitmap.h"
 #include "checked.h"
 #include "cleanup.h"
+#include "dirty.h"
 #include "error.h"
 #include "io.h"
 #include "qcow2.h"
@@ -96,8 +106,10 @@ qcow2_bitmaps_read(struct node *n, struct qcow2_state *s)
     return 0;
 }
 
-int
-qcow2_bitmaps_mark_in_use_locked(struct qcow2_state *s)
+/* Rewrite the directory in place with in_use set on every entry, and
+ * flush.  The entries' other fields do not change. */
+static int
+write_all_in_use(struct qcow2_state *s)
 {
     uint64_t size = s->bitmaps_ext.directory_size;
     struct node *file = s->node->file;
@@ -124,7 +136,6 @@ qcow2_bitmaps_mark_in_use_locked(struct qcow2_state *s)
             memcpy(dir + pos, &d, sizeof d);
             changed = true;
         }
-        s->bitmaps[i].flags |= QCOW2_BME_IN_USE;
         pos += ALIGN_UP(sizeof d + be32toh(d.extra_data_size) +
                             be16toh(d.name_size), 8);
     }
@@ -137,6 +148,80 @@ qcow2_bitmaps_mark_in_use_locked(struct qcow2_state *s)
     return 0;
 }
 
+int
+qcow2_bitmaps_go_live_locked(struct qcow2_state *s)
+{
+    struct node *n = s->node;
+    int r = 0;
+
+    if (s->bitmaps_live)
+        return 0;
+    for (uint32_t i = 0; i < s->nb_bitmaps; i++) {
+        struct qcow2_bitmap_info *b = &s->bitmaps[i];
+
+        if ((b->flags & QCOW2_BME_IN_USE) || b->type != 1)
+            continue;
+        b->live = qcow2_bitmap_load(s, b);
+        /* Unreadable content: from now on it is inconsistent. */
+        if (!b->live)
+            b->flags |= QCOW2_BME_IN_USE;
+    }
+    dirty_lock(n);
+    for (uint32_t i = 0; i < s->nb_bitmaps && r == 0; i++)
+        if (s->bitmaps[i].live && (s->bitmaps[i].flags & QCOW2_BME_AUTO))
+            r = dirty_track_locked(n, s->bitmaps[i].live);
+    s->bitmaps_live = r == 0;
+    if (r == 0 && write_all_in_use(s) == -1) {
+        s->bitmaps_live = false;
+        r = -1;
+    }
+    if (r == -1)
+        qcow2_bitmaps_drop_live_dirty_locked(s);
+    dirty_unlock(n);
+    return r;
+}
+
+void
+qcow2_bitmaps_drop_live_dirty_locked(struct qcow2_state *s)
+{
+    for (uint32_t i = 0; s->bitmaps && i < s->nb_bitmaps; i++) {
+        struct qcow2_bitmap_info *b = &s->bitmaps[i];
+
+        if (!b->live)
+            continue;
+        dirty_untrack_locked(s->node, b->live);
+        bitmap_free(b->live);
+        b->live = NULL;
+    }
+}
+
+int
+qcow2_bitmaps_resize_locked(struct qcow2_state *s, uint64_t size)
+{
+    int r = 0;
+
+    dirty_lock(s->node);
+    for (uint32_t i = 0; i < s->nb_bitmaps && r == 0; i++)
+        if (s->bitmaps[i].live)
+            r = bitmap_resize(s->bitmaps[i].live, size);
+    dirty_unlock(s->node);
+    return r;
+}
+
+int
+qcow2_bitmaps_check_consistent_locked(struct qcow2_state *s)
+{
+    for (uint32_t i = 0; i < s->nb_bitmaps; i++) {
+        if (s->bitmaps[i].flags & QCOW2_BME_IN_USE) {
+            vimg_error(EBUSY, "Bitmap '%s' is inconsistent and cannot be "
+                       "used\nTry block-dirty-bitmap-remove to delete "
+                       "this bitmap from disk", s->bitmaps[i].name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 void
 qcow2_bitmap_info_free(struct qcow2_bitmap_info *b)
 {
@@ -145,13 +230,24 @@ qcow2_bitmap_info_free(struct qcow2_bitmap_info *b)
 }
 
 void
-qcow2_bitmaps_free(struct qcow2_state *s)
+qcow2_bitmaps_free_entries(struct qcow2_state *s)
 {
     for (uint32_t i = 0; s->bitmaps && i < s->nb_bitmaps; i++)
         qcow2_bitmap_info_free(&s->bitmaps[i]);
     free(s->bitmaps);
     s->bitmaps = NULL;
     s->nb_bitmaps = 0;
+}
+
+void
+qcow2_bitmaps_free(struct qcow2_state *s)
+{
+    if (s->bitmaps) {
+        dirty_lock(s->node);
+        qcow2_bitmaps_drop_live_dirty_locked(s);
+        dirty_unlock(s->node);
+    }
+    qcow2_bitmaps_free_entries(s);
 }
 
 /* ---- Bitmap data ---- */
@@ -229,6 +325,20 @@ qcow2_bitmap_load(struct qcow2_state *s, const struct qcow2_bitmap_info *b)
     return bm;
 }
 
+struct bitmap *
+qcow2_bitmap_live_copy(struct qcow2_state *s,
+                       const struct qcow2_bitmap_info *b)
+{
+    struct bitmap *bm;
+
+    if (!b->live)
+        return qcow2_bitmap_load(s, b);
+    dirty_lock(s->node);
+    bm = bitmap_copy(b->live);
+    dirty_unlock(s->node);
+    return bm;
+}
+
 /* The bitmap_get callback.  An in-use bitmap no longer describes the
  * image (a crash left it so): refuse it, as QEMU does. */
 struct bitmap *
@@ -252,7 +362,7 @@ qcow2_bitmap_get(struct node *n, const char *name)
             vimg_error(EINVAL, "Bitmap '%s' has an unknown type", name);
             return NULL;
         }
-        return qcow2_bitmap_load(s, b);
+        return qcow2_bitmap_live_copy(s, b);
     }
     vimg_error(ENOENT, "Dirty bitmap '%s' not found", name);
     return NULL;

@@ -391,7 +391,9 @@ qcow2_close(struct node *n)
     int r;
 
     pthread_mutex_lock(&s->lock);
-    r = qcow2_flush_all_locked(s);
+    r = qcow2_bitmaps_store_locked(s);
+    if (qcow2_flush_all_locked(s) == -1)
+        r = -1;
     pthread_mutex_unlock(&s->lock);
     free_state(s);
     pthread_mutex_destroy(&s->lock);
@@ -457,7 +459,8 @@ qcow2_truncate(struct node *n, uint64_t size, enum prealloc prealloc)
 
     {
         LOCK_GUARD(&s->lock);
-        if (qcow2_before_write_locked(s) == -1)
+        if (qcow2_bitmaps_check_consistent_locked(s) == -1 ||
+            qcow2_before_write_locked(s) == -1)
             return -1;
         if (size < n->size) {
             if (s->nb_snapshots) {
@@ -485,6 +488,11 @@ qcow2_truncate(struct node *n, uint64_t size, enum prealloc prealloc)
             return -1;
     }
     n->size = size;
+    {
+        LOCK_GUARD(&s->lock);
+        if (qcow2_bitmaps_resize_locked(s, size) == -1)
+            return -1;
+    }
     if (size > old && prealloc != PREALLOC_OFF)
         return qcow2_preallocate(n, old, size, prealloc);
     return 0;

@@ -188,6 +188,10 @@ struct qcow2_bitmap_info {
     uint8_t type;
     uint32_t extra_size;
     uint8_t *extra; /* extra_size bytes, malloc'd, kept verbatim */
+    /* The content, while the bitmaps are live (s->bitmaps_live) and this
+     * one is consistent; tracked by the node while enabled (auto).
+     * Protected by the node's dirty_lock; owned here. */
+    struct bitmap *live;
 };
 
 /* One cached metadata cluster (L2 table or refcount block), raw bytes. */
@@ -269,6 +273,9 @@ struct qcow2_state {
                          * is packed into; 0 = none (compress.c) */
     struct u64_vector pending_free; /* (offset | nclusters<<?) see alloc.c */
     bool autoclear_done; /* unknown/bitmap autoclear bits cleared */
+    /* Writes have begun: every bitmap is in_use on disk, and the content
+     * of the consistent ones is in bitmaps[i].live (bitmaps.c). */
+    bool bitmaps_live;
     bool readonly;
 };
 
@@ -461,14 +468,31 @@ void qcow2_bitmap_info_free(struct qcow2_bitmap_info *b);
 /* Read B's bitmap table, host order; caller frees. */
 uint64_t *qcow2_bitmap_read_table(struct qcow2_state *s,
                                   const struct qcow2_bitmap_info *b);
+/* A copy of B's content: its live copy if it has one, else loaded from
+ * disk; caller frees with bitmap_free. */
+struct bitmap *qcow2_bitmap_live_copy(struct qcow2_state *s,
+                                      const struct qcow2_bitmap_info *b);
 /* Load the content of on-disk bitmap B; caller frees with bitmap_free. */
 struct bitmap *qcow2_bitmap_load(struct qcow2_state *s,
                                  const struct qcow2_bitmap_info *b);
-/* Set in_use on every bitmap, on disk and durably: writes are not
- * tracked in bitmaps yet, so after one they no longer describe the
- * image (QEMU does the same for an image it opens read-write). */
-int qcow2_bitmaps_mark_in_use_locked(struct qcow2_state *s);
-
+/* Before the first write: load every consistent bitmap into its live
+ * copy, track the enabled ones, and set in_use on every bitmap on disk
+ * (durably).  A bitmap whose content cannot be loaded becomes
+ * inconsistent. */
+int qcow2_bitmaps_go_live_locked(struct qcow2_state *s);
+/* Drop (untrack and free) every live copy.  Caller holds the node's
+ * dirty_lock. */
+void qcow2_bitmaps_drop_live_dirty_locked(struct qcow2_state *s);
+/* Free the directory entries (names, extras), not the live copies. */
+void qcow2_bitmaps_free_entries(struct qcow2_state *s);
+/* At a clean close: write the live bitmaps back and clear in_use, with
+ * one header switch.  On failure they stay in_use (inconsistent). */
+int qcow2_bitmaps_store_locked(struct qcow2_state *s);
+/* After a resize to SIZE: resize the live copies (new area clean). */
+int qcow2_bitmaps_resize_locked(struct qcow2_state *s, uint64_t size);
+/* Refuse (-1 + vimg_error) if a bitmap is inconsistent, with QEMU's
+ * message; used before a resize. */
+int qcow2_bitmaps_check_consistent_locked(struct qcow2_state *s);
 /* create.c / info.c */
 int qcow2_create(const char *filename, json_t *opts);
 int qcow2_info(struct node *n, json_t *info);

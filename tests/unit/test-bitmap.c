@@ -272,6 +272,23 @@ random_deserialise(struct model *m)
     free(buf);
 }
 
+/* Resize M to SIZE: kept granules keep their bits, new ones are clean. */
+static void
+model_resize(struct model *m, uint64_t size)
+{
+    uint64_t nbits = (size + m->gran - 1) / m->gran;
+    bool *d = calloc(nbits + 1, sizeof(bool));
+
+    assert_non_null(d);
+    memcpy(d, m->dirty, (nbits < m->nbits ? nbits : m->nbits) * sizeof(bool));
+    free(m->dirty);
+    m->dirty = d;
+    m->nbits = nbits;
+    m->size = size;
+    assert_int_equal(bitmap_resize(m->bm, size), 0);
+    assert_int_equal(bitmap_size(m->bm), size);
+}
+
 static void
 random_step(struct model *m)
 {
@@ -309,6 +326,42 @@ run_model(uint64_t size, uint32_t gran, int steps)
     }
     check_serial(&m);
     model_fini(&m);
+}
+
+static void
+test_bitmap_resize_model(void **state UNUSED)
+{
+    struct model m;
+
+    model_init(&m, 3 * MiB + 512, 512);
+    for (int i = 0; i < 300; i++) {
+        if (i % 10 == 0) {
+            /* Sizes around word and summary boundaries, and odd ones. */
+            static const uint64_t base[] = {64 * 512, 4096 * 512, 1};
+            uint64_t b = base[rnd() % 3];
+            uint64_t size = (1 + rnd_below(8 * MiB / b)) * b;
+            size += rnd() % 2 ? 0 : rnd_below(1024);
+            model_resize(&m, size);
+            check_queries(&m, 8);
+            check_serial(&m);
+        }
+        random_step(&m);
+        check_queries(&m, 4);
+    }
+    model_fini(&m);
+}
+
+static void
+test_bitmap_resize_rejects_huge(void **state UNUSED)
+{
+    struct bitmap *bm = bitmap_new(1 * MiB, 512);
+
+    bitmap_set(bm, 0, 4096);
+    assert_int_equal(bitmap_resize(bm, UINT64_MAX), -1);
+    assert_int_equal(errno, EINVAL);
+    assert_int_equal(bitmap_size(bm), 1 * MiB);
+    assert_int_equal(bitmap_count(bm), 4096);
+    bitmap_free(bm);
 }
 
 static void
@@ -573,6 +626,8 @@ main(void)
         cmocka_unit_test(test_bitmap_model_gran64k),
         cmocka_unit_test(test_bitmap_model_gran2m),
         cmocka_unit_test(test_bitmap_model_exact_words),
+        cmocka_unit_test(test_bitmap_resize_model),
+        cmocka_unit_test(test_bitmap_resize_rejects_huge),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
