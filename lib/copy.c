@@ -4,7 +4,8 @@
  * all copy through here.
  *
  * One scheduler cuts [0, length) into jobs, driven by the whole-chain
- * block status of SRC: ranges the depth filter rejects are skipped,
+ * block status of SRC: ranges the depth filter rejects (or that are clean
+ * in the ONLY_DIRTY bitmap) are skipped,
  * ranges that read as zero become zero jobs (skipped when DST already
  * reads zero), the rest become data jobs of at most one chunk (2 MiB,
  * aligned to DST's cluster, in DST offsets).  WORKERS threads take jobs,
@@ -26,6 +27,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bitmap.h"
 #include "checked.h"
 #include "cleanup.h"
 #include "copy.h"
@@ -155,6 +157,20 @@ classify_locked(struct copy *c, uint64_t rel)
     struct vimg_extent e;
     int depth;
 
+    if (p->only_dirty) {
+        uint64_t o = p->src_off + rel, end = p->src_off + p->length;
+        int64_t next;
+
+        if (!bitmap_get(p->only_dirty, o)) {
+            next = bitmap_next_dirty(p->only_dirty, o, end);
+            c->ext_kind = K_SKIP;
+            c->ext_end = next < 0 ? p->length : (uint64_t)next - p->src_off;
+            return 0;
+        }
+        next = bitmap_next_clean(p->only_dirty, o, end);
+        if (next >= 0)
+            len = MIN(len, (uint64_t)next - o);
+    }
     if (node_block_status(p->src, true, p->src_off + rel, len, &e) == -1)
         return -1;
     depth = (e.flags & VIMG_EXT_ALLOCATED) ? e.depth : c->chain_len;

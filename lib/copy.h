@@ -41,6 +41,9 @@ struct copy_params {
                             * zero clusters); 0 = write data as read */
     bool compress;         /* REQ_COMPRESSED for whole clusters */
     struct node *diff_against; /* see above; NULL = copy everything */
+    /* Copy only the granules dirty in this bitmap (in SRC offsets;
+     * borrowed, not changed): an incremental copy.  NULL = no filter. */
+    const struct bitmap *only_dirty;
     unsigned workers;      /* 1..16, default 8 (-m) */
     bool out_of_order;     /* -W */
 

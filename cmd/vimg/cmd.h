@@ -17,6 +17,8 @@ extern const char *cmd_name;
 
 /* Print "vimg: CMD: MESSAGE" (printf format) on stderr. */
 void cmd_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Print "vimg: CMD: warning: MESSAGE" (printf format) on stderr. */
+void cmd_warning(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Print "vimg: CMD: [PREFIX: ]<library error>" on stderr. */
 void cmd_lib_error(const char *prefix);
 /* Print "Try 'vimg CMD --help'" style usage error; returns 1. */

@@ -3,7 +3,8 @@
  * vimg convert [-f FMT] [-O FMT] [-o OPTS] [-c] [-m N] [-W] [-S SIZE] [-n]
  *              [--target-is-zero] [-B BACKING [-F FMT]] [-p] [-q] [-U]
  *              [-t CACHE] [-T CACHE] [--image-opts] [--target-image-opts]
- *              SRC... DST
+ *              [--bitmaps [--skip-broken-bitmaps]]
+ *              [--bitmap NAME [--clear-bitmap]] SRC... DST
  *
  * qemu-img convert's options, checks and messages, over the copy engine
  * (lib/copy.c).  Sources are concatenated.  Without -n the target is
@@ -13,6 +14,12 @@
  * not fsync'ed unless -t asks for it: it is opened with
  * VIMG_OPEN_NO_FLUSH (qemu's BDRV_O_NO_FLUSH), so format metadata is
  * still written back, but nothing is forced to disk.
+ *
+ * --bitmaps copies the persistent bitmaps after the data (qemu-img's
+ * checks and messages); --bitmap NAME copies only what NAME marks dirty,
+ * which with -B PREVIOUS makes an incremental backup, and --clear-bitmap
+ * clears NAME once the increment has been written, flushed and closed
+ * (convert-bitmaps.c).
  */
 #include <getopt.h>
 #include <limits.h>
@@ -25,7 +32,9 @@
 #include <jansson.h>
 
 #include "cleanup.h"
+#include "bitmap.h"
 #include "cmd.h"
+#include "convert.h"
 #include "copy.h"
 #include "create.h"
 #include "node.h"
@@ -38,7 +47,9 @@ static const char usage_text[] =
     "                    [-S SIZE] [-n] [--target-is-zero]\n"
     "                    [-B BACKING [-F FMT]] [-p] [-q] [-U]\n"
     "                    [-t CACHE] [-T CACHE] [--image-opts]\n"
-    "                    [--target-image-opts] SRC... DST\n"
+    "                    [--target-image-opts]\n"
+    "                    [--bitmaps [--skip-broken-bitmaps]]\n"
+    "                    [--bitmap NAME [--clear-bitmap]] SRC... DST\n"
     "\n"
     "Copy SRC (several are concatenated) to DST in format FMT.\n"
     "\n"
@@ -62,13 +73,20 @@ static const char usage_text[] =
     "                      directsync, unsafe (default: no flush)\n"
     "  -T CACHE            source cache mode (accepted, as qemu-img)\n"
     "  --image-opts        sources are option strings (driver=qcow2,...)\n"
-    "  --target-image-opts DST is an option string (needs -n)\n";
+    "  --target-image-opts DST is an option string (needs -n)\n"
+    "  --bitmaps           copy the persistent bitmaps of SRC (qcow2)\n"
+    "  --skip-broken-bitmaps  skip inconsistent bitmaps instead of failing\n"
+    "  --bitmap NAME       copy only the clusters dirty in SRC's bitmap\n"
+    "                      NAME (with -B PREVIOUS: an incremental backup)\n"
+    "  --clear-bitmap      clear NAME once the copy is written and flushed\n";
 
 struct conv {
     const char *src_fmt, *out_fmt, *backing, *bfmt, *cache;
     char *opts;
     bool compress, ooo, skip_create, target_is_zero, show_progress, quiet;
-    bool force_share, image_opts, target_image_opts, bitmaps;
+    bool force_share, image_opts, target_image_opts, bitmaps, skip_broken;
+    const char *bitmap;   /* --bitmap NAME */
+    bool clear_bitmap;
     unsigned workers;
     uint64_t sparse;
     char **srcs;
@@ -80,6 +98,8 @@ struct conv {
     vimg_node *dst, *diff; /* target; -n -B: the opened BACKING */
     bool created;         /* remove the target on failure */
     uint64_t base;        /* progress: bytes of earlier sources */
+    json_t *bitmap_list;  /* --bitmaps: what to copy */
+    struct bitmap *only;  /* --bitmap: the dirty ranges */
 };
 
 static bool
@@ -127,7 +147,8 @@ parse_workers(const char *arg, unsigned *out)
     return 0;
 }
 
-enum { OPT_TIZ = 256, OPT_IMAGE_OPTS, OPT_TARGET_IMAGE_OPTS, OPT_BITMAPS };
+enum { OPT_TIZ = 256, OPT_IMAGE_OPTS, OPT_TARGET_IMAGE_OPTS, OPT_BITMAPS,
+       OPT_SKIP_BROKEN, OPT_BITMAP, OPT_CLEAR_BITMAP };
 
 /* One option; 0 ok, 1 error printed, 2 --help printed. */
 static int
@@ -169,6 +190,9 @@ parse_one(struct conv *cv, int c, char **argv)
     case OPT_IMAGE_OPTS: cv->image_opts = true; break;
     case OPT_TARGET_IMAGE_OPTS: cv->target_image_opts = true; break;
     case OPT_BITMAPS: cv->bitmaps = true; break;
+    case OPT_SKIP_BROKEN: cv->skip_broken = true; break;
+    case OPT_BITMAP: cv->bitmap = optarg; break;
+    case OPT_CLEAR_BITMAP: cv->clear_bitmap = true; break;
     case 'h': fputs(usage_text, stdout); return 2;
     default: cmd_bad_option(argv); return 1;
     }
@@ -186,6 +210,9 @@ parse_args(struct conv *cv, int argc, char **argv)
         { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
         { "target-image-opts", no_argument, NULL, OPT_TARGET_IMAGE_OPTS },
         { "bitmaps", no_argument, NULL, OPT_BITMAPS },
+        { "skip-broken-bitmaps", no_argument, NULL, OPT_SKIP_BROKEN },
+        { "bitmap", required_argument, NULL, OPT_BITMAP },
+        { "clear-bitmap", no_argument, NULL, OPT_CLEAR_BITMAP },
         { NULL, 0, NULL, 0 } };
     int c, r;
 
@@ -209,8 +236,18 @@ check_args(struct conv *cv)
 {
     const char *msg = NULL;
 
-    if (cv->bitmaps)
-        msg = "--bitmaps is not supported yet";
+    if (cv->skip_broken && !cv->bitmaps)
+        msg = "Use of --skip-broken-bitmaps requires --bitmaps";
+    else if (cv->bitmaps && cv->nsrc > 1)
+        msg = "Copying bitmaps only possible with single source";
+    else if (cv->bitmaps && cv->bitmap)
+        msg = "--bitmaps and --bitmap are mutually exclusive";
+    else if (cv->bitmap && cv->nsrc > 1)
+        msg = "--bitmap needs a single source";
+    else if (cv->clear_bitmap && !cv->bitmap)
+        msg = "--clear-bitmap requires --bitmap";
+    else if (cv->clear_bitmap && cv->force_share)
+        msg = "--clear-bitmap needs the source's write lock: drop -U";
     else if (cv->image_opts && cv->src_fmt)
         msg = "--image-opts and -f are mutually exclusive";
     else if (cv->target_is_zero && !cv->skip_create)
@@ -221,6 +258,10 @@ check_args(struct conv *cv)
         msg = "-o has no effect when skipping image creation";
     else if (strcmp(cv->out_fmt, "raw") && strcmp(cv->out_fmt, "qcow2")) {
         cmd_error("Unknown file format '%s'", cv->out_fmt);
+        return 1;
+    } else if (cv->bitmaps && strcmp(cv->out_fmt, "qcow2")) {
+        cmd_error("Format driver '%s' does not support bitmaps",
+                  cv->out_fmt);
         return 1;
     } else if (cv->compress && strcmp(cv->out_fmt, "qcow2"))
         msg = "Compression not supported for this file format";
@@ -271,6 +312,9 @@ open_sources(struct conv *cv)
 {
     unsigned flags = cv->force_share ? VIMG_OPEN_FORCE_SHARE : 0;
 
+    if (cv->clear_bitmap)
+        flags |= VIMG_OPEN_RDWR;
+
     cv->src = calloc(cv->nsrc, sizeof *cv->src);
     if (!cv->src) {
         cmd_error("out of memory");
@@ -283,6 +327,13 @@ open_sources(struct conv *cv)
             return -1;
         cv->total += (uint64_t)vimg_get_size(cv->src[i]);
     }
+    if (cv->bitmaps &&
+        !(cv->bitmap_list = convert_bitmaps_check_source(
+              cv->src[0], cv->skip_broken)))
+        return -1;
+    if (cv->bitmap && !(cv->only = convert_bitmap_load(cv->src[0],
+                                                       cv->bitmap)))
+        return -1;
     return 0;
 }
 
@@ -374,7 +425,9 @@ create_target(struct conv *cv)
 static int
 open_target(struct conv *cv)
 {
-    bool unsafe = !cv->cache || !strcmp(cv->cache, "unsafe");
+    /* --clear-bitmap must not clear before the increment is durable. */
+    bool unsafe = (!cv->cache || !strcmp(cv->cache, "unsafe")) &&
+                  !cv->clear_bitmap;
 
     cv->dst = open_image(cv->target, cv->out_fmt, cv->target_image_opts,
                          VIMG_OPEN_RDWR | (unsafe ? VIMG_OPEN_NO_FLUSH : 0));
@@ -416,8 +469,10 @@ copy_all(struct conv *cv)
         .opaque = cv,
     };
 
-    if (cv->backing)
+    /* An increment holds every dirty cluster as the source reads it. */
+    if (cv->backing && !cv->only)
         p.diff_against = cv->diff ? node_of(cv->diff) : dst->backing;
+    p.only_dirty = cv->only;
     /* A target we created reads as zero, unless it has a backing file
      * (then the diff decides) or -S 0 asks for full allocation. */
     p.target_is_zero = cv->target_is_zero ||
@@ -432,6 +487,9 @@ copy_all(struct conv *cv)
         }
         cv->base += p.length;
     }
+    if (cv->bitmap_list &&
+        convert_bitmaps_copy(cv->src[0], cv->dst, cv->bitmap_list) == -1)
+        return -1;
     return 0;
 }
 
@@ -444,6 +502,12 @@ finish(struct conv *cv, bool ok)
         cmd_error("%s: %s", cv->target, vimg_get_error());
         ok = false;
     }
+    /* The increment is written, flushed and closed: now it may go. */
+    if (ok && cv->clear_bitmap &&
+        convert_bitmap_clear(cv->src[0], cv->bitmap) == -1)
+        ok = false;
+    json_decref(cv->bitmap_list);
+    bitmap_free(cv->only);
     vimg_close(cv->diff);
     for (int i = 0; cv->src && i < cv->nsrc; i++)
         vimg_close(cv->src[i]);

@@ -25,6 +25,18 @@ cmd_error(const char *fmt, ...)
 }
 
 void
+cmd_warning(const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, "vimg: %s: warning: ", cmd_name);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+void
 cmd_lib_error(const char *prefix)
 {
     if (prefix)

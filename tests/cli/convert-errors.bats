@@ -60,7 +60,19 @@ fails_with() {
     fails_with "Invalid source cache option: bogus" -T bogus s.qcow2 o
     fails_with "-o has no effect when skipping image creation" -n -o cluster_size=4k s.qcow2 o
     fails_with "Cannot use --target-is-zero" -n --target-is-zero -O qcow2 -B s.qcow2 -F qcow2 s.qcow2 o
-    fails_with "--bitmaps" --bitmaps s.qcow2 o
+    fails_with "Format driver 'raw' does not support bitmaps" --bitmaps s.qcow2 o
+    fails_with "Use of --skip-broken-bitmaps requires --bitmaps" -O qcow2 --skip-broken-bitmaps s.qcow2 o
+    fails_with "Copying bitmaps only possible with single source" -O qcow2 --bitmaps s.qcow2 s.qcow2 o
+    fails_with "mutually exclusive" -O qcow2 --bitmaps --bitmap b s.qcow2 o
+    fails_with "--bitmap needs a single source" -O qcow2 --bitmap b s.qcow2 s.qcow2 o
+    fails_with "--clear-bitmap requires --bitmap" -O qcow2 --clear-bitmap s.qcow2 o
+    fails_with "drop -U" -O qcow2 -U --bitmap b --clear-bitmap s.qcow2 o
+    fails_with "Dirty bitmap 'b' not found" -O qcow2 --bitmap b s.qcow2 o
+    qemu-img convert -O raw s.qcow2 s.raw
+    fails_with "Source lacks bitmap support" -f raw -O qcow2 --bitmap b s.raw o
+    fails_with "Source lacks bitmap support" -f raw -O qcow2 --bitmaps s.raw o
+    qemu-img create -q -f qcow2 -o compat=0.10 v2.qcow2 8M
+    fails_with "Format driver 'qcow2' does not support bitmaps" -n -O qcow2 --bitmaps s.qcow2 v2.qcow2
     fails_with "invalid option" -z s.qcow2 o
     fails_with "cluster_size" -O raw -o cluster_size=4k s.qcow2 o
     fails_with "foo" -O qcow2 -o foo=bar s.qcow2 o

@@ -8,37 +8,12 @@
 # a multiple of the granularity.
 
 load ../helpers
+load dirty
 
 eval "helpers_$(declare -f setup)"
 setup() {
     helpers_setup
     requires qemu-img qemu-io qemu-nbd jq
-}
-
-# Dirty extents [start, length] of bitmap $2 of image $1, per qemu-nbd -B.
-qemu_dirty() {
-    local sock="$T/nbd.sock" pidf="$T/nbd.pid" pid out rc=0
-    qemu-nbd -r --fork --pid-file="$pidf" -k "$sock" -f qcow2 -B "$2" "$1"
-    pid=$(<"$pidf")
-    BG_PIDS+=("$pid")
-    out=$(qemu-img map --output=json --image-opts \
-        "driver=nbd,server.type=unix,server.path=$sock,x-dirty-bitmap=qemu:dirty-bitmap:$2") ||
-        rc=$?
-    kill "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
-    rm -f "$sock" "$pidf"
-    [ "$rc" -eq 0 ] || return 1
-    # Merge neighbours, in case the server split an extent.
-    jq -c '[.[] | select(.data == false) | [.start, .length]] |
-           reduce .[] as $e ([]; if length > 0 and
-                 (.[-1][0] + .[-1][1]) == $e[0]
-             then .[-1][1] += $e[1] else . + [$e] end)' <<<"$out"
-}
-
-# Dirty extents of bitmap $2 of image $1, per vimg map --bitmap.
-vimg_dirty() {
-    "$VIMG" map --bitmap "$2" --output=json "$1" |
-        jq -c '[.[] | select(.dirty) | [.start, .length]]'
 }
 
 # The writes: first and last sectors, granule-crossing, adjacent, and a
