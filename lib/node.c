@@ -10,6 +10,17 @@
  * detects loops (same device and inode twice in one chain) and limits
  * the depth.  Backing nodes are always opened read-only.
  *
+ * Permissions follow QEMU's model (block.c, bdrv_default_perms) so that
+ * the lock bytes of every file match what QEMU takes in the same place:
+ * a user (command) needs consistent read, plus write when writing, and
+ * shares everything; raw passes its parent's needs through to its file;
+ * qcow2 also needs write and resize of its file when writable and lets
+ * nobody else write or resize it; a data file may be written by others
+ * but not resized; a backing file is read, and shared as the overlay
+ * shares write.  Force-share makes a node share everything.  A format's
+ * "file" child gets its permissions right after probing, before the
+ * format driver reads or writes anything through it.
+ *
  * Graph changes are single-threaded (open/close); I/O on open nodes may
  * run from any thread (lib/io.c).
  */
@@ -24,6 +35,7 @@
 #include "cleanup.h"
 #include "error.h"
 #include "io.h"
+#include "lock.h"
 #include "node.h"
 #include "options.h"
 
@@ -43,8 +55,14 @@ struct chain {
     ino_t ino[CHAIN_MAX_DEPTH + 1];
 };
 
+/* What a parent needs of a child, and lets others do (PERM_*). */
+struct perms {
+    unsigned perm, shared;
+};
+
 static struct node *open_in_chain(json_t *opts, unsigned flags,
-                                  struct chain *chain);
+                                  struct chain *chain,
+                                  const struct perms *req);
 
 const struct driver *
 driver_find(const char *name)
@@ -67,6 +85,7 @@ node_new(const struct driver *drv, unsigned flags)
     n->drv = drv;
     n->flags = flags;
     n->refcnt = 1;
+    n->shared = PERM_ALL;
     n->cow_align = n->serialise_align = n->request_align = 1;
     if (drv->state_size && !(n->state = calloc(1, drv->state_size)))
         goto oom;
@@ -221,6 +240,12 @@ open_backing(struct node *n, json_t *opts, unsigned flags,
 {
     json_t *b = json_object_get(opts, "backing");
     unsigned bflags = (flags & ~NODE_RDWR) | VIMG_OPEN_ALLOW_PROBE_RAW;
+    /* QEMU's bdrv_default_perms_for_cow. */
+    struct perms req = {
+        PERM_CONSISTENT_READ,
+        (n->shared & PERM_WRITE) ? PERM_ALL
+                                 : PERM_CONSISTENT_READ | PERM_WRITE_UNCHANGED
+    };
     json_t *bopts;
 
     if (n->backing_name && strncmp(n->backing_name, "json:", 5) &&
@@ -235,9 +260,11 @@ open_backing(struct node *n, json_t *opts, unsigned flags,
         /* blockdev-add's "read-only": backing layers default to it. */
         if (opts_get_bool(b, "read-only", true, &ro) == -1)
             return -1;
-        if (!ro)
+        if (!ro) {
             bflags = (bflags | NODE_RDWR) & ~VIMG_OPEN_FORCE_SHARE;
-        n->backing = open_in_chain(b, bflags, chain);
+            req.perm |= PERM_WRITE;
+        }
+        n->backing = open_in_chain(b, bflags, chain, &req);
         return n->backing ? 0 : -1;
     }
     if (b) {
@@ -255,7 +282,7 @@ open_backing(struct node *n, json_t *opts, unsigned flags,
         return -1;
     if (!n->backing_fmt)
         bflags &= ~VIMG_OPEN_ALLOW_PROBE_RAW;
-    n->backing = open_in_chain(bopts, bflags, chain);
+    n->backing = open_in_chain(bopts, bflags, chain, &req);
     json_decref(bopts);
     if (!n->backing) {
         vimg_error_prefix("could not open backing file %s", n->backing_full);
@@ -264,9 +291,57 @@ open_backing(struct node *n, json_t *opts, unsigned flags,
     return 0;
 }
 
+/* QEMU's rules for what format node N needs of its "file" child (DATA
+ * false) or of its "data-file" child (DATA true). */
+static struct perms
+child_perms(const struct node *n, bool data)
+{
+    unsigned rw = (n->flags & NODE_RDWR) ? PERM_WRITE | PERM_RESIZE : 0;
+    struct perms c = { n->perm, n->shared };
 
+    if (n->drv == &raw_format) /* a filter: passes everything through */
+        return c;
+    if (data) {
+        c.perm |= rw;
+        c.shared &= ~PERM_RESIZE;
+    } else { /* metadata */
+        c.perm |= PERM_CONSISTENT_READ | rw;
+        c.shared &= ~(PERM_WRITE | PERM_RESIZE);
+    }
+    return c;
+}
+
+int
+node_set_perm(struct node *n, unsigned perm, unsigned shared)
+{
+    unsigned old_perm = n->perm, old_shared = n->shared;
+    struct perms c;
+
+    n->perm = perm;
+    n->shared = (n->flags & NODE_FORCE_SHARE) ? PERM_ALL : shared;
+    if (n->drv->kind == DRV_PROTOCOL) {
+        if (n->drv->set_perm && n->drv->set_perm(n) == -1)
+            goto err;
+        return 0;
+    }
+    c = child_perms(n, false);
+    if (n->file && node_set_perm(n->file, c.perm, c.shared) == -1)
+        goto err;
+    c = child_perms(n, true);
+    if (n->data_file && node_set_perm(n->data_file, c.perm, c.shared) == -1)
+        goto err;
+    return 0;
+err:
+    n->perm = old_perm;
+    n->shared = old_shared;
+    return -1;
+}
+
+/* Open a node; REQ is what its parent needs of it (NULL: the caller
+ * calls node_set_perm later; no locks until then). */
 static struct node *
-open_in_chain(json_t *opts, unsigned flags, struct chain *chain)
+open_in_chain(json_t *opts, unsigned flags, struct chain *chain,
+              const struct perms *req)
 {
     const char *drvname = opts_get_str(opts, "driver");
     const char *nodename = opts_get_str(opts, "node-name");
@@ -294,11 +369,27 @@ open_in_chain(json_t *opts, unsigned flags, struct chain *chain)
     }
     if (file)
         n->filename = strdup(file->filename);
+    if (req) {
+        struct perms c;
+
+        n->perm = req->perm;
+        n->shared = (flags & NODE_FORCE_SHARE) ? PERM_ALL : req->shared;
+        c = child_perms(n, false);
+        if (file && node_set_perm(file, c.perm, c.shared) == -1) {
+            node_free(n);
+            goto err_file;
+        }
+    }
     if (drv->open(n, opts) == -1) {
         /* The driver released its own state; drop the children. */
         node_unref(n->data_file);
         node_unref(n->file);
         node_free(n);
+        return NULL;
+    }
+    if (drv->kind == DRV_PROTOCOL && req &&
+        node_set_perm(n, n->perm, n->shared) == -1) {
+        node_unref(n);
         return NULL;
     }
     if (drv->kind != DRV_PROTOCOL &&
@@ -312,8 +403,9 @@ err_file:
     return NULL;
 }
 
-struct node *
-node_open(json_t *opts, unsigned flags)
+/* Open a node that starts a chain of its own. */
+static struct node *
+open_root(json_t *opts, unsigned flags, const struct perms *req)
 {
     struct chain *chain = calloc(1, sizeof *chain);
     struct node *n;
@@ -322,9 +414,22 @@ node_open(json_t *opts, unsigned flags)
         vimg_error(ENOMEM, "out of memory");
         return NULL;
     }
-    n = open_in_chain(opts, flags, chain);
+    n = open_in_chain(opts, flags, chain, req);
     free(chain);
     return n;
+}
+
+struct node *
+node_open(json_t *opts, unsigned flags)
+{
+    /* A user: like qemu-img's and qemu-io's BlockBackends. */
+    struct perms req = {
+        PERM_CONSISTENT_READ | ((flags & NODE_RDWR) ? PERM_WRITE : 0),
+        (flags & NODE_NO_SHARE) ? PERM_CONSISTENT_READ | PERM_WRITE_UNCHANGED
+                                : PERM_ALL
+    };
+
+    return open_root(opts, flags, &req);
 }
 
 struct node *
@@ -332,19 +437,23 @@ node_open_child(struct node *parent, json_t *opts, const char *key,
                 const char *default_name, unsigned flags)
 {
     json_t *c = json_object_get(opts, key), *copts;
+    struct perms req, *r = NULL;
     struct node *n;
 
-    (void)parent;
+    if (parent) {
+        req = child_perms(parent, !strcmp(key, "data-file"));
+        r = &req;
+    }
     flags &= ~VIMG_OPEN_ALLOW_PROBE_RAW;
     if (json_is_object(c)) {
         if (!json_object_get(c, "driver")) {
             copts = json_deep_copy(c);
             json_object_set_new(copts, "driver", json_string("file"));
-            n = node_open(copts, flags);
+            n = open_root(copts, flags, r);
             json_decref(copts);
             return n;
         }
-        return node_open(c, flags);
+        return open_root(c, flags, r);
     }
     if (c && !json_is_string(c)) {
         vimg_error(EINVAL, "option '%s' must be a filename or an object",
@@ -357,7 +466,7 @@ node_open_child(struct node *parent, json_t *opts, const char *key,
     }
     copts = json_pack("{s:s,s:s}", "driver", "file", "filename",
                       c ? json_string_value(c) : default_name);
-    n = node_open(copts, flags);
+    n = open_root(copts, flags, r);
     json_decref(copts);
     return n;
 }

@@ -147,6 +147,10 @@ struct driver {
      * when a backing file would show through on v3).  Aligned to
      * cow_align (io.c drops partial units). */
     int (*discard)(struct node *n, uint64_t off, uint64_t count);
+    /* Get ready for a change that io.c records without calling the
+     * driver (a discard of partial units only): qcow2 makes its bitmaps
+     * live so that the change is tracked.  NULL: nothing to do. */
+    int (*prepare_write)(struct node *n);
     /* Make all completed writes durable (data and metadata). */
     int (*flush)(struct node *n);
     /* Describe [off, off+count) in this layer only: one extent starting
@@ -190,6 +194,11 @@ struct driver {
      * bitmap_free.  NULL + vimg_error: ENOENT if absent, EINVAL if in use
      * (inconsistent) or of an unknown type. */
     struct bitmap *(*bitmap_get)(struct node *n, const char *name);
+    /* Protocols: hold n->perm and share n->shared (PERM_* of lib/lock.h)
+     * from now on, or fail (keeping the old set) when another process's
+     * use conflicts.  node.c calls it after open.  NULL: nothing to
+     * lock. */
+    int (*set_perm)(struct node *n);
 };
 
 /* Node flags. */
@@ -198,6 +207,7 @@ struct driver {
 #define NODE_NO_BACKING VIMG_OPEN_NO_BACKING
 #define NODE_NO_FLUSH VIMG_OPEN_NO_FLUSH
 #define NODE_CHECK VIMG_OPEN_CHECK
+#define NODE_NO_SHARE VIMG_OPEN_NO_SHARE
 
 struct inflight; /* io.c */
 DEFINE_VECTOR(struct bitmap *, bitmap_ptr_vector);
@@ -210,6 +220,8 @@ struct node {
     char *node_name;    /* user-given or generated ("#n12") */
     char *filename;     /* protocol: the path; format: file child's */
     uint64_t size;      /* virtual size; changed only by truncate */
+    unsigned perm;      /* PERM_* the node's users hold (QEMU's model) */
+    unsigned shared;    /* PERM_* they let other users hold */
 
     struct node *file;      /* "file" child (formats) */
     struct node *backing;   /* "backing" child, or NULL */
@@ -265,10 +277,16 @@ struct node *node_open(json_t *opts, unsigned flags);
  * a filename string or an option object.  Formats call this for
  * data-file; node.c opens "file" and "backing" itself.  The child is
  * stored by the caller.  DEFAULT_NAME is used when OPTS has no KEY (may
- * be NULL: then KEY is required). */
+ * be NULL: then KEY is required).  The child's permissions (and so its
+ * lock bytes) follow from PARENT's role; with PARENT NULL it takes no
+ * locks until the caller calls node_set_perm(). */
 struct node *node_open_child(struct node *parent, json_t *opts,
                              const char *key, const char *default_name,
                              unsigned flags);
+/* Give N (and, through its format's rules, its file and data-file) the
+ * permissions PERM / SHARED (PERM_*), as QEMU would; takes the OFD lock
+ * bytes.  Fails with QEMU's lock message on a conflict. */
+int node_set_perm(struct node *n, unsigned perm, unsigned shared);
 /* Take / drop a reference.  The last unref closes the node and drops
  * its children; returns -1 if a close failed. */
 void node_ref(struct node *n);

@@ -174,8 +174,14 @@ assert_info_human_equal() {
 # Hold IMG open in a background qemu-io (killed at teardown) until it has
 # taken its locks.  hold_image [qemu-io options...] IMG
 hold_image() {
+    hold_image_with qemu-io "$@"
+}
+
+# The same with another tool that takes qemu-io's -c (e.g. "$VIMG_IO").
+# hold_image_with TOOL [options...] IMG
+hold_image_with() {
     local img=${*: -1} i
-    start_bg qemu-io "${@:1:$#-1}" -c "sleep 60000" "$img" 3>&- >/dev/null 2>&1
+    start_bg "${@:1:$#-1}" -c "sleep 60000" "$img" 3>&- >/dev/null 2>&1
     # Wait for its OFD locks to show in /proc/locks (probing with another
     # open would race with qemu-io's own open).
     local ino

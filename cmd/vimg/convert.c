@@ -314,6 +314,8 @@ open_sources(struct conv *cv)
 
     if (cv->clear_bitmap)
         flags |= VIMG_OPEN_RDWR;
+    else if (!cv->force_share)
+        flags |= VIMG_OPEN_NO_SHARE; /* as qemu-img: no writer meanwhile */
 
     cv->src = calloc(cv->nsrc, sizeof *cv->src);
     if (!cv->src) {

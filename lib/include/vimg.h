@@ -31,6 +31,10 @@ typedef struct vimg_node vimg_node;
                                    * read-write, no automatic repair */
 #define VIMG_OPEN_NO_FLUSH 0x20u /* cache=unsafe: flushes write back caches
                                  * but never fsync (qemu-img convert) */
+#define VIMG_OPEN_NO_SHARE 0x40u /* let no other process write or resize
+                                  * the image while open (qemu-img's
+                                  * BDRV_O_NO_SHARE; formats like qcow2
+                                  * refuse that anyway) */
 
 /* Request flags. */
 #define VIMG_REQ_FUA 0x1u       /* write: durable on return */

@@ -122,9 +122,11 @@ fails_with() {
 }
 
 @test "a target that another process holds: refused with -n" {
-    qemu-img create -q -f raw t.raw 8M
-    hold_image -f raw t.raw
-    fails_with "lock" -n s.qcow2 t.raw
+    # A qcow2 target: a raw one is shared for writing (qemu-img convert
+    # -n into a raw image that qemu-io writes succeeds too).
+    qemu-img create -q -f qcow2 t.qcow2 8M
+    hold_image -f qcow2 t.qcow2
+    fails_with "lock" -n -O qcow2 s.qcow2 t.qcow2
     source_unchanged
 }
 
