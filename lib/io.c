@@ -476,6 +476,8 @@ node_discard(struct node *n, uint64_t off, uint64_t count)
     if (!n->drv->discard || count == 0)
         return 0;
     if (start >= end) {
+        if (n->drv->prepare_write && n->drv->prepare_write(n) == -1)
+            return -1;
         dirty_mark(n, off, count);
         return 0;
     }

@@ -498,6 +498,15 @@ qcow2_truncate(struct node *n, uint64_t size, enum prealloc prealloc)
     return 0;
 }
 
+static int
+qcow2_prepare_write(struct node *n)
+{
+    struct qcow2_state *s = n->state;
+    LOCK_GUARD(&s->lock);
+
+    return qcow2_before_write_locked(s);
+}
+
 static int64_t
 qcow2_allocated_size(struct node *n)
 {
@@ -520,6 +529,7 @@ const struct driver qcow2_format = {
     .pwrite = qcow2_pwrite,
     .pwrite_zeroes = qcow2_pwrite_zeroes,
     .discard = qcow2_discard,
+    .prepare_write = qcow2_prepare_write,
     .flush = qcow2_flush,
     .block_status = qcow2_block_status,
     .truncate = qcow2_truncate,
