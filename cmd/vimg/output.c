@@ -12,16 +12,23 @@
 #include "cmd.h"
 #include "vimg.h"
 
+/* "vimg: CMD: [KIND: ]MESSAGE" on stderr. */
+static void
+vmessage(const char *kind, const char *fmt, va_list ap)
+{
+    fprintf(stderr, "vimg: %s: %s", cmd_name, kind);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 void
 cmd_error(const char *fmt, ...)
 {
     va_list ap;
 
-    fprintf(stderr, "vimg: %s: ", cmd_name);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vmessage("", fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
 }
 
 void
@@ -29,11 +36,9 @@ cmd_warning(const char *fmt, ...)
 {
     va_list ap;
 
-    fprintf(stderr, "vimg: %s: warning: ", cmd_name);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vmessage("warning: ", fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
 }
 
 void

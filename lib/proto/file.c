@@ -8,11 +8,17 @@
  * fdatasync every later flush fails too: the kernel may have dropped the
  * dirty pages, so a retry that succeeds would lie (fsyncgate).
  *
- * Options: filename (required); locking=auto|on|off.  The file takes
- * QEMU's OFD lock bytes at open (lib/lock.c): a writer holds consistent
- * read, write and resize and shares consistent read and write-unchanged;
- * a reader holds consistent read and shares all but write and resize;
- * -U (force-share) holds consistent read and shares everything.
+ * Options: filename (required); locking=auto|on|off.  The file mirrors
+ * the permissions node.c gives it (n->perm, n->shared, computed by
+ * QEMU's rules from the role of the node above: see lib/node.c) onto
+ * QEMU's OFD lock bytes (lib/lock.c), so that a qcow2 writer holds
+ * consistent read, write and resize and shares consistent read and
+ * write-unchanged; a qcow2 reader holds consistent read and shares all
+ * but write and resize; a raw image passes its user's needs through
+ * (holds consistent read, plus write when writing, and shares all);
+ * -U (force-share) holds consistent read and shares everything.  No
+ * locks are held between open and the first set_perm.  A truncate by a
+ * user that does not hold resize (raw) takes it first.
  */
 #include <fcntl.h>
 #include <linux/falloc.h>
@@ -34,30 +40,27 @@ struct file_state {
     int fd;
     bool is_block;
     bool flush_failed; /* sticky: see the comment at the top */
+    bool no_locking;   /* locking=off */
+    unsigned locked_perm, locked_shared; /* what the lock bytes say */
+    bool no_prealloc;  /* fallocate is not supported here */
 };
 
+/* Writes at least this large allocate their blocks first. */
+#define PREALLOC_MIN (256u << 10)
+
 static int
-take_locks(struct node *n, json_t *opts)
+file_set_perm(struct node *n)
 {
     struct file_state *s = n->state;
-    const char *mode = opts_get_str(opts, "locking");
-    unsigned perm = PERM_CONSISTENT_READ, shared;
 
-    if (mode && !strcmp(mode, "off"))
+    if (s->no_locking)
         return 0;
-    if (mode && strcmp(mode, "on") && strcmp(mode, "auto")) {
-        vimg_error(EINVAL, "locking must be auto, on or off");
+    if (lock_update(s->fd, n->filename, s->locked_perm, s->locked_shared,
+                    n->perm, n->shared) == -1)
         return -1;
-    }
-    if (n->flags & NODE_RDWR) {
-        perm |= PERM_WRITE | PERM_RESIZE;
-        shared = PERM_CONSISTENT_READ | PERM_WRITE_UNCHANGED;
-    } else if (n->flags & NODE_FORCE_SHARE) {
-        shared = PERM_ALL;
-    } else {
-        shared = PERM_ALL & ~(PERM_WRITE | PERM_RESIZE);
-    }
-    return lock_update(s->fd, n->filename, 0, PERM_ALL, perm, shared);
+    s->locked_perm = n->perm;
+    s->locked_shared = n->shared;
+    return 0;
 }
 
 static int
@@ -68,6 +71,7 @@ file_open(struct node *n, json_t *opts)
                                         "cache", NULL };
     struct file_state *s = n->state;
     const char *filename = opts_get_str(opts, "filename");
+    const char *locking = opts_get_str(opts, "locking");
     int oflags = (n->flags & NODE_RDWR) ? O_RDWR : O_RDONLY;
     struct stat st;
 
@@ -77,6 +81,13 @@ file_open(struct node *n, json_t *opts)
         vimg_error(EINVAL, "the 'file' driver needs a filename");
         return -1;
     }
+    if (locking && strcmp(locking, "auto") && strcmp(locking, "on") &&
+        strcmp(locking, "off")) {
+        vimg_error(EINVAL, "locking must be auto, on or off");
+        return -1;
+    }
+    s->no_locking = locking && !strcmp(locking, "off");
+    s->locked_shared = PERM_ALL;
     if (!(n->filename = strdup(filename))) {
         vimg_error(ENOMEM, "out of memory");
         return -1;
@@ -102,8 +113,6 @@ file_open(struct node *n, json_t *opts)
         vimg_error(EINVAL, "'%s' is not a file or a block device", filename);
         goto err;
     }
-    if (take_locks(n, opts) == -1)
-        goto err;
     return 0;
 err:
     close(s->fd);
@@ -145,6 +154,22 @@ file_pread(struct node *n, void *buf, uint64_t count, uint64_t off)
     return 0;
 }
 
+/* Allocate the blocks of a large write before it (KEEP_SIZE: the write
+ * itself grows the file).  On ext4 a buffered write into allocated
+ * blocks skips the delayed-allocation work of every page and costs about
+ * a third less (tests/bench/RESULTS.md); the blocks would be allocated at
+ * writeback anyway.  Advisory: an error is left for the write to meet. */
+static void
+prealloc_for_write(struct file_state *s, uint64_t off, uint64_t count)
+{
+    if (count < PREALLOC_MIN || s->is_block || s->no_prealloc)
+        return;
+    if (fallocate(s->fd, FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)count) ==
+            -1 &&
+        (errno == EOPNOTSUPP || errno == ENOSYS))
+        s->no_prealloc = true;
+}
+
 static int
 file_pwrite(struct node *n, const void *buf, uint64_t count, uint64_t off,
             unsigned flags)
@@ -152,6 +177,7 @@ file_pwrite(struct node *n, const void *buf, uint64_t count, uint64_t off,
     struct file_state *s = n->state;
     const char *p = buf;
 
+    prealloc_for_write(s, off, count);
     while (count) {
         struct iovec iov = { (void *)p, MIN(count, (uint64_t)1 << 30) };
         ssize_t r = pwritev2(s->fd, &iov, 1, off,
@@ -276,6 +302,13 @@ file_truncate(struct node *n, uint64_t size, enum prealloc prealloc)
         vimg_error(ENOTSUP, "cannot resize a block device");
         return -1;
     }
+    if (!(n->perm & PERM_RESIZE)) {
+        n->perm |= PERM_RESIZE;
+        if (file_set_perm(n) == -1) {
+            n->perm &= ~PERM_RESIZE;
+            return -1;
+        }
+    }
     if (ftruncate(s->fd, size) == -1) {
         vimg_error(errno, "%s: resize: %m", n->filename);
         return -1;
@@ -330,4 +363,5 @@ const struct driver file_proto = {
     .block_status = file_block_status,
     .truncate = file_truncate,
     .allocated_size = file_allocated_size,
+    .set_perm = file_set_perm,
 };
