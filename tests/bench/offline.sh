@@ -131,6 +131,8 @@ case_commit() {
     local prep="cp base.qcow2 cb.qcow2 && cp mid.qcow2 cm.qcow2 && cp top.qcow2 ct.qcow2 && \
 $QIMG rebase -u -f qcow2 -b cb.qcow2 -F qcow2 cm.qcow2 && $QIMG rebase -u -f qcow2 -b cm.qcow2 -F qcow2 ct.qcow2"
     paired commit "$prep" "$VIMG commit -f qcow2 ct.qcow2" "$QIMG commit -f qcow2 ct.qcow2"
+    bash -c "$prep"
+    echo "  peak RSS vimg: $(peak_rss "$VIMG commit -f qcow2 ct.qcow2") MiB"
     rm -f cb.qcow2 cm.qcow2 ct.qcow2
 }
 
