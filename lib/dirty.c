@@ -40,17 +40,6 @@ dirty_mark(struct node *n, uint64_t off, uint64_t len)
     dirty_unlock(n);
 }
 
-size_t
-dirty_count(struct node *n)
-{
-    size_t c;
-
-    dirty_lock(n);
-    c = n->dirty.len;
-    dirty_unlock(n);
-    return c;
-}
-
 void
 dirty_lock(struct node *n)
 {

@@ -31,8 +31,6 @@ int dirty_track_locked(struct node *n, struct bitmap *bm);
 void dirty_untrack_locked(struct node *n, struct bitmap *bm);
 /* Mark [OFF, OFF+LEN) in every bitmap tracked by N. */
 void dirty_mark(struct node *n, uint64_t off, uint64_t len);
-/* Number of bitmaps N tracks (a snapshot). */
-size_t dirty_count(struct node *n);
 
 void dirty_lock(struct node *n);
 void dirty_unlock(struct node *n);

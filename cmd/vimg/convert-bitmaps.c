@@ -119,7 +119,6 @@ check_target(vimg_node *dst, json_t *list)
     json_t *info = format_info(dst), *have, *bm, *fs;
     const char *compat;
     size_t i, j;
-    int r = 0;
 
     if (!info) {
         cmd_lib_error(NULL);
@@ -140,16 +139,17 @@ check_target(vimg_node *dst, json_t *list)
         json_t *t;
 
         json_array_foreach(have, j, t) {
-            if (r == 0 &&
-                !strcmp(json_string_value(json_object_get(t, "name")), name)) {
+            if (!strcmp(json_string_value(json_object_get(t, "name")),
+                        name)) {
                 cmd_error("Failed to create bitmap %s: Bitmap already "
                           "exists: %s", name, name);
-                r = -1;
+                json_decref(info);
+                return -1;
             }
         }
     }
     json_decref(info);
-    return r;
+    return 0;
 }
 
 int
