@@ -9,9 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 BUILD_PKGS="build-essential cmake pkg-config perl zlib1g-dev libzstd-dev
-            libjansson-dev libcmocka-dev libnbd-dev"
+            libjansson-dev libcmocka-dev libnbd-dev libssl-dev"
 TEST_PKGS="qemu-utils qemu-system-common libnbd-bin nbdkit bats bats-assert
-           bats-support jq python3 util-linux strace e2fsprogs"
+           bats-support jq python3 util-linux strace e2fsprogs openssl
+           hyperfine"
 JOBS=$(nproc)
 
 install_pkgs() {

@@ -199,3 +199,69 @@ hold_image_with() {
 # of the whole suite (exit 124 = hang).
 vimg_t() { timeout "${VIMG_TIMEOUT:-60}" "$VIMG" "$@"; }
 vimg_io_t() { timeout "${VIMG_TIMEOUT:-60}" "$VIMG_IO" "$@"; }
+
+# ---------------------------------------------------------------------
+# NBD servers (vimg-nbd and qemu-nbd) on unix sockets under $T.
+VIMG_NBD=$VIMG_BUILD/vimg-nbd
+export VIMG_NBD
+
+# _wait_socket PATH PID: wait up to 10 s for PATH to be a socket while PID
+# lives.
+_wait_socket() {
+    local i
+    for ((i = 0; i < 200; i++)); do
+        [ -S "$1" ] && return 0
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
+# vnbd_start NAME [vimg-nbd options...] IMAGE: run vimg-nbd in the
+# foreground of a background job, listening on $T/NAME.sock, stderr in
+# $T/NAME.log.  Sets VNBD_PID and U (its nbd+unix URI, default export).
+vnbd_start() {
+    local name=$1
+    shift
+    rm -f "$T/$name.sock"
+    "$VIMG_NBD" -k "$T/$name.sock" "$@" 2>"$T/$name.log" &
+    VNBD_PID=$!
+    BG_PIDS+=("$VNBD_PID")
+    _wait_socket "$T/$name.sock" "$VNBD_PID" || {
+        cat "$T/$name.log" >&2
+        return 1
+    }
+    U="nbd+unix:///?socket=$T/$name.sock"
+}
+
+# vnbd_stop [PID]: SIGTERM the server and require a clean exit (0)
+# within 20 s.
+vnbd_stop() {
+    local pid=${1:-$VNBD_PID} i rc=0
+    kill -TERM "$pid"
+    for ((i = 0; i < 400; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "vimg-nbd $pid did not stop on SIGTERM" >&2
+        kill -KILL "$pid"
+        return 1
+    fi
+    wait "$pid" || rc=$?
+    [ "$rc" -eq 0 ] || { echo "vimg-nbd exited $rc" >&2; return 1; }
+}
+
+# qnbd_start NAME [qemu-nbd options...] IMAGE: a persistent qemu-nbd on
+# $T/NAME.sock (forked, killed by PID at teardown).  Sets QU.
+qnbd_start() {
+    local name=$1 i
+    shift
+    qemu-nbd --fork --pid-file="$T/$name.pid" -t -k "$T/$name.sock" "$@"
+    for ((i = 0; i < 200; i++)); do
+        [ -s "$T/$name.pid" ] && [ -S "$T/$name.sock" ] && break
+        sleep 0.05
+    done
+    BG_PIDS+=("$(cat "$T/$name.pid")")
+    QU="nbd+unix:///?socket=$T/$name.sock"
+}
