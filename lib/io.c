@@ -16,6 +16,9 @@
  * Compressed writes (REQ_COMPRESSED) must cover whole serialise_align
  * units and go to the driver unwidened.
  *
+ * Protocol nodes with request_align > 1 (O_DIRECT) take the aligned
+ * path of lib/io-direct.c.
+ *
  * Locking: n->io_lock protects n->inflight, n->in_flight, n->exclusive
  * and, for protocol nodes, growth of n->size.
  */
@@ -27,19 +30,9 @@
 #include "error.h"
 #include "dirty.h"
 #include "io.h"
+#include "io-internal.h"
 
 #define ZERO_CHUNK (1u << 20) /* bytes of zeroes written per call */
-
-struct inflight {
-    uint64_t start, end;
-    struct inflight *next;
-};
-
-static bool
-is_protocol(struct node *n)
-{
-    return n->drv->kind == DRV_PROTOCOL;
-}
 
 /* Count a request in; wait while a truncate holds the node. */
 static void
@@ -59,8 +52,8 @@ leave(struct node *n)
         pthread_cond_broadcast(&n->io_cond);
 }
 
-static bool
-overlaps_locked(struct node *n, uint64_t start, uint64_t end)
+bool
+io_overlaps_locked(struct node *n, uint64_t start, uint64_t end)
 {
     for (struct inflight *r = n->inflight; r; r = r->next)
         if (r->start < end && start < r->end)
@@ -78,15 +71,16 @@ range_lock(struct node *n, struct inflight *r, uint64_t off, uint64_t count)
     r->start = ALIGN_DOWN(off, a);
     r->end = ALIGN_UP(off + count, a);
     LOCK_GUARD(&n->io_lock);
-    while (n->exclusive || overlaps_locked(n, r->start, r->end))
+    while (n->exclusive || io_overlaps_locked(n, r->start, r->end))
         pthread_cond_wait(&n->io_cond, &n->io_lock);
     r->next = n->inflight;
     n->inflight = r;
     n->in_flight++;
 }
 
-static void
-range_unlock(struct node *n, struct inflight *r)
+
+void
+io_range_unlock(struct node *n, struct inflight *r)
 {
     LOCK_GUARD(&n->io_lock);
     for (struct inflight **pp = &n->inflight; *pp; pp = &(*pp)->next) {
@@ -136,6 +130,7 @@ node_block_status_layer(struct node *n, bool want_zero, uint64_t off,
     }
     return 0;
 }
+
 
 /* ---- reads ---------------------------------------------------------- */
 
@@ -190,13 +185,17 @@ node_pread(struct node *n, void *buf, uint64_t count, uint64_t off)
         vimg_error(ENOTSUP, "%s: reading is not supported", n->drv->name);
         return -1;
     }
-    if (check_range(n, off, count, is_protocol(n)) == -1)
+    if (check_range(n, off, count, io_is_protocol(n)) == -1)
         return -1;
     if (count == 0)
         return 0;
     enter(n);
-    r = is_protocol(n) ? protocol_pread(n, buf, count, off)
-                       : chain_pread(n, buf, count, off);
+    if (io_needs_align(n))
+        r = io_direct_pread(n, buf, count, off);
+    else if (io_is_protocol(n))
+        r = protocol_pread(n, buf, count, off);
+    else
+        r = chain_pread(n, buf, count, off);
     leave(n);
     return r;
 }
@@ -214,8 +213,8 @@ check_writable(struct node *n)
     return 0;
 }
 
-static void
-protocol_grow(struct node *n, uint64_t end)
+void
+io_protocol_grow(struct node *n, uint64_t end)
 {
     LOCK_GUARD(&n->io_lock);
     if (end > n->size)
@@ -306,7 +305,7 @@ check_compressed(struct node *n, uint64_t count, uint64_t off)
 {
     uint64_t a = n->serialise_align, end = off + count;
 
-    if (is_protocol(n)) {
+    if (io_is_protocol(n)) {
         vimg_error(ENOTSUP, "%s: compressed writes are not supported",
                    n->drv->name);
         return -1;
@@ -331,7 +330,7 @@ node_pwrite(struct node *n, const void *buf, uint64_t count, uint64_t off,
         return -1;
     }
     if (check_writable(n) == -1 ||
-        check_range(n, off, count, is_protocol(n)) == -1)
+        check_range(n, off, count, io_is_protocol(n)) == -1)
         return -1;
     if ((flags & REQ_COMPRESSED) && check_compressed(n, count, off) == -1)
         return -1;
@@ -341,21 +340,27 @@ node_pwrite(struct node *n, const void *buf, uint64_t count, uint64_t off,
         /* Whole clusters: no copy-on-write widening needed. */
         range_lock(n, &r, off, count);
         ret = n->drv->pwrite(n, buf, count, off, flags);
-        range_unlock(n, &r);
+        io_range_unlock(n, &r);
         dirty_mark(n, off, count);
         return ret;
     }
-    if (is_protocol(n)) {
+    if (io_needs_align(n)) {
+        io_direct_lock(n, &r, off, count);
+        ret = io_direct_pwrite_locked(n, buf, count, off, flags);
+        io_range_unlock(n, &r);
+        return ret;
+    }
+    if (io_is_protocol(n)) {
         enter(n);
         ret = n->drv->pwrite(n, buf, count, off, flags);
         if (ret == 0)
-            protocol_grow(n, off + count);
+            io_protocol_grow(n, off + count);
         leave(n);
         return ret;
     }
     range_lock(n, &r, off, count);
     ret = format_pwrite_locked(n, buf, count, off, flags);
-    range_unlock(n, &r);
+    io_range_unlock(n, &r);
     dirty_mark(n, off, count);
     return ret;
 }
@@ -367,15 +372,14 @@ static int
 write_zero_buffers(struct node *n, uint64_t off, uint64_t count,
                    unsigned flags)
 {
-    CLEANUP_FREE char *zeroes = calloc(1, MIN(count, ZERO_CHUNK));
+    CLEANUP_FREE char *zeroes = io_aligned_alloc(n, MIN(count, ZERO_CHUNK));
 
-    if (!zeroes) {
-        vimg_error(ENOMEM, "out of memory");
+    if (!zeroes)
         return -1;
-    }
+    memset(zeroes, 0, MIN(count, ZERO_CHUNK));
     while (count) {
         uint64_t len = MIN(count, ZERO_CHUNK);
-        int r = is_protocol(n)
+        int r = io_is_protocol(n)
                     ? n->drv->pwrite(n, zeroes, len, off, flags)
                     : format_pwrite_locked(n, zeroes, len, off, flags);
 
@@ -389,8 +393,8 @@ write_zero_buffers(struct node *n, uint64_t off, uint64_t count,
 
 /* Zero an aligned (or image-end) range through the driver, falling back
  * to zero buffers. */
-static int
-zero_whole(struct node *n, uint64_t off, uint64_t count, unsigned flags)
+int
+io_zero_whole(struct node *n, uint64_t off, uint64_t count, unsigned flags)
 {
     if (n->drv->pwrite_zeroes) {
         if (n->drv->pwrite_zeroes(n, off, count, flags) == 0)
@@ -423,7 +427,7 @@ format_zeroes_locked(struct node *n, uint64_t off, uint64_t count,
                                              flags & REQ_FUA) == -1)
         return -1;
     if (tail_start > head_end &&
-        zero_whole(n, head_end, tail_start - head_end, flags) == -1)
+        io_zero_whole(n, head_end, tail_start - head_end, flags) == -1)
         return -1;
     if (end > tail_start &&
         write_zero_buffers(n, tail_start, end - tail_start,
@@ -440,21 +444,27 @@ node_pwrite_zeroes(struct node *n, uint64_t off, uint64_t count,
     int ret;
 
     if (check_writable(n) == -1 ||
-        check_range(n, off, count, is_protocol(n)) == -1)
+        check_range(n, off, count, io_is_protocol(n)) == -1)
         return -1;
     if (count == 0)
         return 0;
-    if (is_protocol(n)) {
+    if (io_needs_align(n)) {
+        io_direct_lock(n, &r, off, count);
+        ret = io_direct_zeroes_locked(n, off, count, flags);
+        io_range_unlock(n, &r);
+        return ret;
+    }
+    if (io_is_protocol(n)) {
         enter(n);
-        ret = zero_whole(n, off, count, flags);
+        ret = io_zero_whole(n, off, count, flags);
         if (ret == 0)
-            protocol_grow(n, off + count);
+            io_protocol_grow(n, off + count);
         leave(n);
         return ret;
     }
     range_lock(n, &r, off, count);
     ret = format_zeroes_locked(n, off, count, flags);
-    range_unlock(n, &r);
+    io_range_unlock(n, &r);
     dirty_mark(n, off, count);
     return ret;
 }
@@ -483,7 +493,7 @@ node_discard(struct node *n, uint64_t off, uint64_t count)
     }
     range_lock(n, &r, start, end - start);
     ret = n->drv->discard(n, start, end - start);
-    range_unlock(n, &r);
+    io_range_unlock(n, &r);
     dirty_mark(n, off, count);
     if (ret == -1 && (errno == ENOTSUP || errno == EOPNOTSUPP))
         ret = 0;
@@ -499,7 +509,7 @@ node_flush(struct node *n)
         return 0;
     /* cache=unsafe: formats still write their caches back, but the
      * bytes are never forced to disk. */
-    if (is_protocol(n) && n->flags & NODE_NO_FLUSH)
+    if (io_is_protocol(n) && n->flags & NODE_NO_FLUSH)
         return 0;
     enter(n);
     if (n->drv->flush)

@@ -4,7 +4,9 @@
  * public vimg_* I/O functions, the commands, and format drivers doing
  * I/O on their children (qcow2 reading its "file").
  *
- * On a protocol node they go straight to the driver.  On a format node
+ * On a protocol node they go straight to the driver, through an aligned
+ * bounce buffer (read-modify-write for writes) when the node needs
+ * aligned requests (request_align > 1: O_DIRECT).  On a format node
  * they walk the backing chain (reads, block status), widen partial
  * writes to cow_align units (copy-on-write from the chain), serialise
  * overlapping write-type requests per serialise_align unit, and clip to

@@ -21,6 +21,9 @@
  * "file" child gets its permissions right after probing, before the
  * format driver reads or writes anything through it.
  *
+ * Children (file, data-file, backing) inherit their parent's "cache"
+ * options (cache.direct) unless they set their own, as in QEMU.
+ *
  * Graph changes are single-threaded (open/close); I/O on open nodes may
  * run from any thread (lib/io.c).
  */
@@ -232,6 +235,18 @@ chain_enter(struct chain *chain, struct node *file)
     return 0;
 }
 
+/* QEMU's children inherit their parent's cache.* options (cache.direct:
+ * O_DIRECT on every file of the graph) unless they set their own.
+ * CHILD is owned by the caller. */
+static void
+inherit_cache(json_t *parent, json_t *child)
+{
+    json_t *cache = json_object_get(parent, "cache");
+
+    if (cache && !json_object_get(child, "cache"))
+        json_object_set(child, "cache", cache);
+}
+
 /* Open the backing child of N as described by OPTS["backing"] or by the
  * name the format driver found. */
 static int
@@ -264,7 +279,13 @@ open_backing(struct node *n, json_t *opts, unsigned flags,
             bflags = (bflags | NODE_RDWR) & ~VIMG_OPEN_FORCE_SHARE;
             req.perm |= PERM_WRITE;
         }
-        n->backing = open_in_chain(b, bflags, chain, &req);
+        if (!(bopts = json_deep_copy(b))) {
+            vimg_error(ENOMEM, "out of memory");
+            return -1;
+        }
+        inherit_cache(opts, bopts);
+        n->backing = open_in_chain(bopts, bflags, chain, &req);
+        json_decref(bopts);
         return n->backing ? 0 : -1;
     }
     if (b) {
@@ -280,6 +301,7 @@ open_backing(struct node *n, json_t *opts, unsigned flags,
     bopts = opts_from_filename(n->backing_full, n->backing_fmt);
     if (!bopts)
         return -1;
+    inherit_cache(opts, bopts);
     if (!n->backing_fmt)
         bflags &= ~VIMG_OPEN_ALLOW_PROBE_RAW;
     n->backing = open_in_chain(bopts, bflags, chain, &req);
@@ -445,17 +467,7 @@ node_open_child(struct node *parent, json_t *opts, const char *key,
         r = &req;
     }
     flags &= ~VIMG_OPEN_ALLOW_PROBE_RAW;
-    if (json_is_object(c)) {
-        if (!json_object_get(c, "driver")) {
-            copts = json_deep_copy(c);
-            json_object_set_new(copts, "driver", json_string("file"));
-            n = open_root(copts, flags, r);
-            json_decref(copts);
-            return n;
-        }
-        return open_root(c, flags, r);
-    }
-    if (c && !json_is_string(c)) {
+    if (c && !json_is_object(c) && !json_is_string(c)) {
         vimg_error(EINVAL, "option '%s' must be a filename or an object",
                    key);
         return NULL;
@@ -464,8 +476,19 @@ node_open_child(struct node *parent, json_t *opts, const char *key,
         vimg_error(EINVAL, "option '%s' is required", key);
         return NULL;
     }
-    copts = json_pack("{s:s,s:s}", "driver", "file", "filename",
-                      c ? json_string_value(c) : default_name);
+    if (json_is_object(c)) {
+        copts = json_deep_copy(c);
+        if (copts && !json_object_get(copts, "driver"))
+            json_object_set_new(copts, "driver", json_string("file"));
+    } else {
+        copts = json_pack("{s:s,s:s}", "driver", "file", "filename",
+                          c ? json_string_value(c) : default_name);
+    }
+    if (!copts) {
+        vimg_error(ENOMEM, "out of memory");
+        return NULL;
+    }
+    inherit_cache(opts, copts);
     n = open_root(copts, flags, r);
     json_decref(copts);
     return n;

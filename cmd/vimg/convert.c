@@ -13,7 +13,10 @@
  * convert fails.  Like qemu-img (cache=unsafe by default) the target is
  * not fsync'ed unless -t asks for it: it is opened with
  * VIMG_OPEN_NO_FLUSH (qemu's BDRV_O_NO_FLUSH), so format metadata is
- * still written back, but nothing is forced to disk.
+ * still written back, but nothing is forced to disk.  Cache modes none
+ * and directsync (-t for the target, -T for the sources) open the image
+ * with cache.direct=on, as qemu-img does: every file under it (its
+ * backing chain too) is opened with O_DIRECT.
  *
  * --bitmaps copies the persistent bitmaps after the data (qemu-img's
  * checks and messages); --bitmap NAME copies only what NAME marks dirty,
@@ -21,6 +24,7 @@
  * clears NAME once the increment has been written, flushed and closed
  * (convert-bitmaps.c).
  */
+#include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
@@ -37,6 +41,7 @@
 #include "convert.h"
 #include "copy.h"
 #include "create.h"
+#include "error.h"
 #include "node.h"
 #include "options.h"
 #include "progress.h"
@@ -70,8 +75,10 @@ static const char usage_text[] =
     "  -q                  quiet\n"
     "  -U, --force-share   open the sources shared with writers\n"
     "  -t CACHE            target cache mode: none, writeback, writethrough,\n"
-    "                      directsync, unsafe (default: no flush)\n"
-    "  -T CACHE            source cache mode (accepted, as qemu-img)\n"
+    "                      directsync, unsafe (default: no flush); none\n"
+    "                      and directsync write with O_DIRECT\n"
+    "  -T CACHE            source cache mode: none and directsync read\n"
+    "                      with O_DIRECT\n"
     "  --image-opts        sources are option strings (driver=qcow2,...)\n"
     "  --target-image-opts DST is an option string (needs -n)\n"
     "  --bitmaps           copy the persistent bitmaps of SRC (qcow2)\n"
@@ -81,7 +88,7 @@ static const char usage_text[] =
     "  --clear-bitmap      clear NAME once the copy is written and flushed\n";
 
 struct conv {
-    const char *src_fmt, *out_fmt, *backing, *bfmt, *cache;
+    const char *src_fmt, *out_fmt, *backing, *bfmt, *cache, *src_cache;
     char *opts;
     bool compress, ooo, skip_create, target_is_zero, show_progress, quiet;
     bool force_share, image_opts, target_image_opts, bitmaps, skip_broken;
@@ -112,6 +119,13 @@ valid_cache(const char *mode)
         if (!strcmp(mode, modes[i]))
             return true;
     return false;
+}
+
+/* Cache modes that bypass the page cache (qemu's cache.direct=on). */
+static bool
+cache_direct(const char *mode)
+{
+    return mode && (!strcmp(mode, "none") || !strcmp(mode, "directsync"));
 }
 
 static int
@@ -185,6 +199,7 @@ parse_one(struct conv *cv, int c, char **argv)
             cmd_error("Invalid source cache option: %s", optarg);
             return 1;
         }
+        cv->src_cache = optarg;
         break;
     case OPT_TIZ: cv->target_is_zero = true; break;
     case OPT_IMAGE_OPTS: cv->image_opts = true; break;
@@ -296,12 +311,47 @@ open_error(const char *file)
         cmd_error("Could not open '%s': %s", file, e);
 }
 
+/* Open FILE (an option string when OPTS) with cache.direct=on, unless
+ * the options set cache.direct themselves; the children inherit it. */
 static vimg_node *
-open_image(const char *file, const char *fmt, bool opts, unsigned flags)
+open_direct(const char *file, const char *fmt, bool opts, unsigned flags)
 {
-    vimg_node *n = opts ? vimg_open_opts(file, flags)
-                        : vimg_open(file, fmt, flags);
+    json_t *tree = opts ? opts_parse_dotted(file, NULL)
+                        : opts_from_filename(file, fmt);
+    CLEANUP_FREE char *text = NULL;
+    json_t *cache;
 
+    if (!tree)
+        return NULL;
+    cache = json_object_get(tree, "cache");
+    if (!cache) {
+        cache = json_object();
+        json_object_set_new(tree, "cache", cache);
+    }
+    if (json_is_object(cache) && !json_object_get(cache, "direct"))
+        json_object_set_new(cache, "direct", json_true());
+    text = json_dumps(tree, JSON_COMPACT);
+    json_decref(tree);
+    if (!text) {
+        vimg_error(ENOMEM, "out of memory");
+        return NULL;
+    }
+    /* As vimg_open: a probed raw image is fine for reading. */
+    if (!(flags & VIMG_OPEN_RDWR))
+        flags |= VIMG_OPEN_ALLOW_PROBE_RAW;
+    return vimg_open_json(text, flags);
+}
+
+static vimg_node *
+open_image(const char *file, const char *fmt, bool opts, unsigned flags,
+           bool direct)
+{
+    vimg_node *n;
+
+    if (direct)
+        n = open_direct(file, fmt, opts, flags);
+    else
+        n = opts ? vimg_open_opts(file, flags) : vimg_open(file, fmt, flags);
     if (!n)
         open_error(file);
     return n;
@@ -324,7 +374,7 @@ open_sources(struct conv *cv)
     }
     for (int i = 0; i < cv->nsrc; i++) {
         cv->src[i] = open_image(cv->srcs[i], cv->src_fmt, cv->image_opts,
-                                flags);
+                                flags, cache_direct(cv->src_cache));
         if (!cv->src[i])
             return -1;
         cv->total += (uint64_t)vimg_get_size(cv->src[i]);
@@ -432,7 +482,8 @@ open_target(struct conv *cv)
                   !cv->clear_bitmap;
 
     cv->dst = open_image(cv->target, cv->out_fmt, cv->target_image_opts,
-                         VIMG_OPEN_RDWR | (unsafe ? VIMG_OPEN_NO_FLUSH : 0));
+                         VIMG_OPEN_RDWR | (unsafe ? VIMG_OPEN_NO_FLUSH : 0),
+                         cache_direct(cv->cache));
     if (!cv->dst)
         return -1;
     if (cv->skip_create && (uint64_t)vimg_get_size(cv->dst) < cv->total) {
@@ -440,7 +491,7 @@ open_target(struct conv *cv)
         return -1;
     }
     if (cv->skip_create && cv->backing &&
-        !(cv->diff = open_image(cv->backing, cv->bfmt, false, 0)))
+        !(cv->diff = open_image(cv->backing, cv->bfmt, false, 0, false)))
         return -1;
     return 0;
 }

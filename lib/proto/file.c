@@ -8,7 +8,17 @@
  * fdatasync every later flush fails too: the kernel may have dropped the
  * dirty pages, so a retry that succeeds would lie (fsyncgate).
  *
- * Options: filename (required); locking=auto|on|off.  The file mirrors
+ * Options: filename (required); locking=auto|on|off; cache.direct=on
+ * (QEMU's cache=none/directsync) opens the file with O_DIRECT.  Then
+ * n->request_align (and n->serialise_align, so that io.c's read-modify-
+ * write of partial blocks excludes other writes to the same block) is
+ * the alignment O_DIRECT needs for offsets, lengths and buffers: the
+ * device's logical block size, what statx reports for the file system,
+ * or probed as QEMU's raw_probe_alignment does.  Every request io.c
+ * passes is then aligned; a read may still end short at the end of the
+ * file (the rest reads as zeroes).
+ *
+ * The file mirrors
  * the permissions node.c gives it (n->perm, n->shared, computed by
  * QEMU's rules from the role of the node above: see lib/node.c) onto
  * QEMU's OFD lock bytes (lib/lock.c), so that a qcow2 writer holds
@@ -43,6 +53,7 @@ struct file_state {
     bool no_locking;   /* locking=off */
     unsigned locked_perm, locked_shared; /* what the lock bytes say */
     bool no_prealloc;  /* fallocate is not supported here */
+    bool direct;       /* opened with O_DIRECT (cache.direct) */
 };
 
 /* Writes at least this large allocate their blocks first. */
@@ -63,6 +74,89 @@ file_set_perm(struct node *n)
     return 0;
 }
 
+/* cache.direct from OPTS' "cache" object (QEMU's cache options). */
+static int
+get_cache_direct(json_t *opts, bool *direct)
+{
+    static const char *const keys[] = { "direct", "no-flush", NULL };
+    json_t *cache = json_object_get(opts, "cache");
+
+    *direct = false;
+    if (!cache)
+        return 0;
+    if (!json_is_object(cache)) {
+        vimg_error(EINVAL, "the 'file' driver's cache option must be an "
+                   "object (cache.direct=on)");
+        return -1;
+    }
+    if (opts_check_keys(cache, keys, "the 'file' driver's cache") == -1)
+        return -1;
+    return opts_get_bool(cache, "direct", false, direct);
+}
+
+/* Open FILENAME, with O_DIRECT when DIRECT; qemu's message when the file
+ * system refuses O_DIRECT (util/osdep.c, qemu_open_internal). */
+static int
+open_fd(const char *filename, int oflags, bool direct)
+{
+    int fd = open(filename, oflags | O_CLOEXEC | (direct ? O_DIRECT : 0));
+
+    if (fd == -1 && direct && errno == EINVAL) {
+        int plain = open(filename, oflags | O_CLOEXEC);
+
+        if (plain != -1) {
+            close(plain);
+            vimg_error(EINVAL, "Could not open '%s': filesystem does not "
+                       "support O_DIRECT", filename);
+            return -1;
+        }
+        errno = EINVAL;
+    }
+    if (fd == -1)
+        vimg_error(errno, "Could not open '%s': %m", filename);
+    return fd;
+}
+
+static bool
+good_align(uint64_t a)
+{
+    return a >= 1 && a <= (1u << 16) && (a & (a - 1)) == 0;
+}
+
+/* The alignment O_DIRECT needs on S->fd (offsets, lengths, buffers). */
+static uint32_t
+probe_align(struct file_state *s)
+{
+    static const uint32_t sizes[] = { 1, 512, 1024, 2048, 4096 };
+    uint32_t align = 4096; /* safe when nothing can be learnt */
+    void *buf;
+    int bs;
+
+    if (s->is_block && ioctl(s->fd, BLKSSZGET, &bs) == 0 && good_align(bs))
+        return MAX((uint32_t)bs, 512u);
+#ifdef STATX_DIOALIGN
+    struct statx stx;
+
+    if (statx(s->fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
+        (stx.stx_mask & STATX_DIOALIGN) && stx.stx_dio_offset_align &&
+        good_align(stx.stx_dio_offset_align) &&
+        good_align(stx.stx_dio_mem_align))
+        return MAX(stx.stx_dio_offset_align, stx.stx_dio_mem_align);
+#endif
+    /* QEMU's probe: the smallest read at 0 the kernel takes.  If even
+     * one byte works (an empty file, a hole) nothing was learnt. */
+    if (posix_memalign(&buf, 4096, 4096))
+        return align;
+    for (size_t i = 0; i < ARRAY_SIZE(sizes); i++) {
+        if (pread(s->fd, buf, sizes[i], 0) >= 0 || errno != EINVAL) {
+            align = sizes[i] == 1 ? 4096 : sizes[i];
+            break;
+        }
+    }
+    free(buf);
+    return align;
+}
+
 static int
 file_open(struct node *n, json_t *opts)
 {
@@ -81,6 +175,8 @@ file_open(struct node *n, json_t *opts)
         vimg_error(EINVAL, "the 'file' driver needs a filename");
         return -1;
     }
+    if (get_cache_direct(opts, &s->direct) == -1)
+        return -1;
     if (locking && strcmp(locking, "auto") && strcmp(locking, "on") &&
         strcmp(locking, "off")) {
         vimg_error(EINVAL, "locking must be auto, on or off");
@@ -92,11 +188,9 @@ file_open(struct node *n, json_t *opts)
         vimg_error(ENOMEM, "out of memory");
         return -1;
     }
-    s->fd = open(filename, oflags | O_CLOEXEC);
-    if (s->fd == -1) {
-        vimg_error(errno, "Could not open '%s': %m", filename);
+    s->fd = open_fd(filename, oflags, s->direct);
+    if (s->fd == -1)
         return -1;
-    }
     if (fstat(s->fd, &st) == -1) {
         vimg_error(errno, "%s: %m", filename);
         goto err;
@@ -113,6 +207,8 @@ file_open(struct node *n, json_t *opts)
         vimg_error(EINVAL, "'%s' is not a file or a block device", filename);
         goto err;
     }
+    if (s->direct)
+        n->request_align = n->serialise_align = probe_align(s);
     return 0;
 err:
     close(s->fd);
@@ -143,8 +239,12 @@ file_pread(struct node *n, void *buf, uint64_t count, uint64_t off)
                        n->filename, off);
             return -1;
         }
-        if (r == 0) { /* end of file: zeroes */
-            memset(p, 0, count);
+        /* End of file: zeroes.  With O_DIRECT, a read that stops at an
+         * unaligned offset stopped at the end of the file (errors come
+         * in whole blocks), and reading on from there would fail. */
+        if (r == 0 || (s->direct && (uint64_t)r < count &&
+                       !IS_ALIGNED(off + r, (uint64_t)n->request_align))) {
+            memset(p + r, 0, count - r);
             return 0;
         }
         p += r;
@@ -292,6 +392,55 @@ file_block_status(struct node *n, bool want_zero, uint64_t off,
     return 0;
 }
 
+/* Write zeroes over [old, size) for preallocation=full. */
+static int
+prealloc_full(struct node *n, uint64_t old, uint64_t size)
+{
+    char *zero = calloc(1, 1 << 20);
+
+    if (!zero) {
+        vimg_error(ENOMEM, "out of memory");
+        return -1;
+    }
+    for (uint64_t o = old; o < size; o += 1 << 20) {
+        if (file_pwrite(n, zero, MIN(size - o, 1 << 20), o, 0) == -1) {
+            free(zero);
+            return -1;
+        }
+    }
+    free(zero);
+    return 0;
+}
+
+/* Run prealloc_full without O_DIRECT: its writes are not aligned.  The
+ * node is drained (io.c), so no other request sees the change. */
+static int
+prealloc_full_buffered(struct node *n, uint64_t old, uint64_t size)
+{
+    struct file_state *s = n->state;
+    int fl = fcntl(s->fd, F_GETFL), r;
+
+    if (!s->direct)
+        return prealloc_full(n, old, size);
+    if (fl == -1 || fcntl(s->fd, F_SETFL, fl & ~O_DIRECT) == -1) {
+        vimg_error(errno, "%s: preallocation: %m", n->filename);
+        return -1;
+    }
+    r = prealloc_full(n, old, size);
+    if (r == 0 && fdatasync(s->fd) == -1) {
+        vimg_error(errno, "%s: preallocation: %m", n->filename);
+        r = -1;
+    }
+    if (fcntl(s->fd, F_SETFL, fl) == -1 && r == 0) {
+        vimg_error(errno, "%s: cannot restore O_DIRECT: %m", n->filename);
+        r = -1;
+    }
+    return r;
+}
+
+/* A truncate to the node's current size needs no resize permission:
+ * io.c uses it to cut the padding of an O_DIRECT write that went past
+ * the end of the file (the node already has its new size). */
 static int
 file_truncate(struct node *n, uint64_t size, enum prealloc prealloc)
 {
@@ -302,7 +451,7 @@ file_truncate(struct node *n, uint64_t size, enum prealloc prealloc)
         vimg_error(ENOTSUP, "cannot resize a block device");
         return -1;
     }
-    if (!(n->perm & PERM_RESIZE)) {
+    if (!(n->perm & PERM_RESIZE) && size != old) {
         n->perm |= PERM_RESIZE;
         if (file_set_perm(n) == -1) {
             n->perm &= ~PERM_RESIZE;
@@ -318,21 +467,8 @@ file_truncate(struct node *n, uint64_t size, enum prealloc prealloc)
         vimg_error(errno, "%s: preallocation: %m", n->filename);
         return -1;
     }
-    if (size > old && prealloc == PREALLOC_FULL) {
-        char *zero = calloc(1, 1 << 20);
-
-        if (!zero) {
-            vimg_error(ENOMEM, "out of memory");
-            return -1;
-        }
-        for (uint64_t o = old; o < size; o += 1 << 20) {
-            if (file_pwrite(n, zero, MIN(size - o, 1 << 20), o, 0) == -1) {
-                free(zero);
-                return -1;
-            }
-        }
-        free(zero);
-    }
+    if (size > old && prealloc == PREALLOC_FULL)
+        return prealloc_full_buffered(n, old, size);
     return 0;
 }
 
