@@ -9,7 +9,12 @@
  * our workers read and write the socket concurrently.  So after the
  * handshake the socket is non-blocking, every SSL call runs under the
  * connection's tls lock, and a call that would block drops the lock and
- * waits in poll() before trying again.
+ * waits in poll() before trying again.  At most one thread reads (rlock)
+ * and one writes (wlock) at a time; OpenSSL never reads the socket from
+ * SSL_write nor writes it from SSL_read here (renegotiation is off, and a
+ * TLS 1.3 KeyUpdate answer waits for the next SSL_write), so neither can
+ * consume the readiness the other is polling for.  SSL_get_error() reads
+ * the thread's error queue, so it is emptied before each SSL call.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -167,6 +172,11 @@ tls_config_new(const char *cert, const char *key, const char *ca,
     SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION);
     SSL_CTX_set_mode(t->ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_options(t->ctx, SSL_OP_NO_RENEGOTIATION);
+    /* Needed for session resumption once client certificates are
+     * verified (else OpenSSL fails such a handshake); DHE-PSK needs DH. */
+    SSL_CTX_set_session_id_context(t->ctx, (const unsigned char *)"vimg-nbd",
+                                   8);
+    SSL_CTX_set_dh_auto(t->ctx, 1);
     if (cert || key) {
         if (!cert || !key) {
             fprintf(stderr, "vimg-nbd: --tls-cert and --tls-key go "
@@ -247,6 +257,7 @@ tls_recv(void *h, void *buf, size_t len)
         int r, err;
 
         pthread_mutex_lock(&tc->lock);
+        ERR_clear_error();
         r = SSL_read(tc->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
         err = r > 0 ? SSL_ERROR_NONE : SSL_get_error(tc->ssl, r);
         if (err != SSL_ERROR_NONE)
@@ -273,6 +284,7 @@ tls_write_all(struct tls_conn *tc, const void *buf, size_t len)
         int n = len > (1u << 30) ? (1 << 30) : (int)len, r, err;
 
         pthread_mutex_lock(&tc->lock);
+        ERR_clear_error();
         r = SSL_write(tc->ssl, p, n);
         err = r > 0 ? SSL_ERROR_NONE : SSL_get_error(tc->ssl, r);
         if (err != SSL_ERROR_NONE)
@@ -325,6 +337,7 @@ tls_close(void *h)
     struct tls_conn *tc = h;
 
     pthread_mutex_lock(&tc->lock);
+    ERR_clear_error();
     SSL_shutdown(tc->ssl);
     ERR_clear_error();
     pthread_mutex_unlock(&tc->lock);
@@ -353,13 +366,16 @@ tls_start(struct conn *c)
         print_ssl_error("SSL_new");
         goto fail;
     }
+    ERR_clear_error();
     if (SSL_accept(tc->ssl) != 1) {
         print_ssl_error("TLS handshake");
         goto fail;
     }
     fl = fcntl(c->fd, F_GETFL);
-    if (fl == -1 || fcntl(c->fd, F_SETFL, fl | O_NONBLOCK) == -1)
+    if (fl == -1 || fcntl(c->fd, F_SETFL, fl | O_NONBLOCK) == -1) {
+        fprintf(stderr, "vimg-nbd: fcntl: %m\n");
         goto fail;
+    }
     pthread_mutex_init(&tc->lock, NULL);
     c->io = &tls_io;
     c->io_handle = tc;
