@@ -81,6 +81,16 @@ attach_bitmap(struct export *e, const char *name)
             fprintf(stderr, "vimg-nbd: %s\n", vimg_get_error());
             return -1;
         }
+        /* qemu: a read-only export's copy would go stale while another
+         * user writes the node. */
+        if (!e->writable && (m->flags & NODE_RDWR) &&
+            bitmap_recording(m, name)) {
+            bitmap_free(bm);
+            fprintf(stderr,
+                    "vimg-nbd: Enabled bitmap '%s' incompatible with "
+                    "readonly export\n", name);
+            return -1;
+        }
         eb->name = strdup(name);
         eb->bm = bm;
         if (!eb->name) {

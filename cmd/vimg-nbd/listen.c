@@ -157,7 +157,9 @@ start_conn(struct server *srv, int fd)
     pthread_mutex_unlock(&srv->lock);
 }
 
-/* Drop clients still negotiating past their deadline. */
+/* Drop clients still negotiating past their deadline.  The clock has
+ * whole seconds: "now > d" means a full timeout has surely passed (a
+ * client that came at 9.9 s with a 1 s timeout goes at 11 s, not 10). */
 static void
 reap_slow(struct server *srv)
 {
@@ -167,7 +169,7 @@ reap_slow(struct server *srv)
     for (struct conn *c = srv->conns; c; c = c->next) {
         int64_t d = atomic_load(&c->deadline);
 
-        if (d && now >= d) {
+        if (d && now > d) {
             atomic_store(&c->deadline, 0);
             shutdown(c->fd, SHUT_RDWR);
         }

@@ -37,8 +37,7 @@ open_single(struct setup *st, struct server *srv)
         srv->max_connections = (unsigned)shared;
     return export_add(srv, NULL, st->export_name ? st->export_name : "",
                       st->description, node_of(h), !st->read_only,
-                      st->alloc_depth, st->read_only || shared > 1,
-                      st->bitmaps);
+                      st->alloc_depth, shared != 1, st->bitmaps);
 }
 
 static json_t *
@@ -57,7 +56,9 @@ find_blockdev(json_t *bds, const char *name, size_t *idx)
 }
 
 /* A copy of BD with children named by node-name replaced by their
- * option trees; marks those as USED. */
+ * option trees; marks those as USED.  As in qemu, a string child must
+ * name another --blockdev ("backing": "" is qemu's deprecated spelling
+ * of null).  NULL after printing an error. */
 static json_t *
 resolve(json_t *bds, json_t *bd, bool *used, int depth)
 {
@@ -65,6 +66,8 @@ resolve(json_t *bds, json_t *bd, bool *used, int depth)
     json_t *copy = json_deep_copy(bd);
 
     if (!copy || depth > 16) {
+        server_log("--blockdev: %s", copy ? "child nesting too deep"
+                                          : "out of memory");
         json_decref(copy);
         return NULL;
     }
@@ -73,8 +76,18 @@ resolve(json_t *bds, json_t *bd, bool *used, int depth)
         json_t *child;
         size_t idx;
 
-        if (!ref || !(child = find_blockdev(bds, ref, &idx)))
+        if (!ref)
             continue;
+        if (k == 1 && !*ref) {
+            json_object_set_new(copy, keys[k], json_null());
+            continue;
+        }
+        if (!(child = find_blockdev(bds, ref, &idx))) {
+            server_log("--blockdev: Cannot find device='%s' nor "
+                       "node-name='%s'", ref, ref);
+            json_decref(copy);
+            return NULL;
+        }
         used[idx] = true;
         child = resolve(bds, child, used, depth + 1);
         if (!child) {
@@ -109,12 +122,26 @@ open_blockdevs(struct setup *st)
         return -1;
     }
     json_array_foreach(st->blockdevs, i, bd) {
-        if (!json_object_get(bd, "node-name")) {
+        const char *nn = opts_get_str(bd, "node-name");
+        json_t *opts;
+        size_t first;
+
+        if (!nn) {
             server_log("--blockdev: Parameter 'node-name' is missing");
             free(used);
             return -1;
         }
-        (void)resolve(st->blockdevs, bd, used, 0); /* marks children */
+        if (find_blockdev(st->blockdevs, nn, &first) && first != i) {
+            server_log("--blockdev: Duplicate nodes with node-name='%s'", nn);
+            free(used);
+            return -1;
+        }
+        opts = resolve(st->blockdevs, bd, used, 0); /* marks children */
+        if (!opts) {
+            free(used);
+            return -1;
+        }
+        json_decref(opts);
     }
     for (i = 0; i < n && r == 0; i++) {
         json_t *opts;
@@ -125,9 +152,12 @@ open_blockdevs(struct setup *st)
             continue;
         opts = resolve(st->blockdevs, json_array_get(st->blockdevs, i), used,
                        0);
-        if (!opts || opts_get_bool(opts, "read-only", false, &ro) == -1) {
-            server_log("--blockdev: %s", opts ? vimg_get_error()
-                                              : "child nesting too deep");
+        if (!opts) {
+            r = -1;
+            break;
+        }
+        if (opts_get_bool(opts, "read-only", false, &ro) == -1) {
+            server_log("--blockdev: %s", vimg_get_error());
             json_decref(opts);
             r = -1;
             break;
@@ -210,6 +240,12 @@ add_daemon_export(struct setup *st, struct server *srv, json_t *ex)
                                                              : "id");
         return -1;
     }
+    for (size_t i = 0; i < srv->nr_exports; i++)
+        if (srv->exports[i]->id && !strcmp(srv->exports[i]->id, id)) {
+            server_log("--export: Block export id '%s' is already in use",
+                       id);
+            return -1;
+        }
     node = node_by_name(st, nn);
     if (!node) {
         server_log("--export: Cannot find device=%s nor node-name=%s", nn,

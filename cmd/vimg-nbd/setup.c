@@ -112,10 +112,17 @@ parse_long(const char *what, const char *s, long min, long max, long *out)
     return 0;
 }
 
+/* qemu-storage-daemon takes each of these as key=value,... or as JSON. */
+static json_t *
+parse_tree(const char *str)
+{
+    return str[0] == '{' ? opts_parse_json(str) : opts_parse_dotted(str, NULL);
+}
+
 static int
 add_tree(json_t **arr, const char *what, const char *str)
 {
-    json_t *o = opts_parse_dotted(str, NULL);
+    json_t *o = parse_tree(str);
 
     if (!o) {
         server_log("%s: %s", what, vimg_get_error());
@@ -152,9 +159,12 @@ parse_one(struct setup *st, int c, const char *arg)
 
         if (!v)
             return -1;
+        /* Newest first: qemu-nbd prepends each -B, and so offers (and
+         * numbers) the contexts in reverse order. */
         st->bitmaps = v;
-        v[st->nbitmaps++] = arg;
-        v[st->nbitmaps] = NULL;
+        memmove(v + 1, v, st->nbitmaps * sizeof *v);
+        v[0] = arg;
+        v[++st->nbitmaps] = NULL;
         return 0;
     }
     case OPT_FORK: st->fork = true; return 0;
@@ -178,7 +188,7 @@ parse_one(struct setup *st, int c, const char *arg)
             server_log("--nbd-server given twice");
             return -1;
         }
-        st->nbd_server = opts_parse_dotted(arg, NULL);
+        st->nbd_server = parse_tree(arg);
         if (!st->nbd_server) {
             server_log("--nbd-server: %s", vimg_get_error());
             return -1;
@@ -188,6 +198,27 @@ parse_one(struct setup *st, int c, const char *arg)
         fprintf(stderr, "Try 'vimg-nbd --help' for more information.\n");
         return -1;
     }
+}
+
+/* --nbd-server keys we act on; anything else (tls-creds above all) must
+ * fail rather than be ignored. */
+static int
+check_nbd_server(json_t *ns)
+{
+    static const char *const top[] = { "addr", "max-connections", NULL };
+    static const char *const addr[] = { "type", "path", "host", "port",
+                                        NULL };
+    json_t *a = json_object_get(ns, "addr");
+
+    if (!ns)
+        return 0;
+    if (opts_check_keys(ns, top, "--nbd-server") == -1 ||
+        (json_is_object(a) &&
+         opts_check_keys(a, addr, "--nbd-server addr") == -1)) {
+        server_log("%s", vimg_get_error());
+        return -1;
+    }
+    return 0;
 }
 
 int
@@ -207,7 +238,7 @@ setup_parse(struct setup *st, int argc, char **argv)
             server_log("unexpected argument '%s' with --export", argv[optind]);
             return -1;
         }
-        return 0;
+        return check_nbd_server(st->nbd_server);
     }
     if (optind != argc - 1) {
         server_log(optind >= argc ? "Expected one argument (the image)"
