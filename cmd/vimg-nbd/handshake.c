@@ -3,7 +3,8 @@
  * The fixed-newstyle handshake: greeting, then the option loop until GO
  * or EXPORT_NAME picks an export.  Every option's payload is consumed
  * whole before it is answered, so an error never desynchronises the
- * stream; unknown options get ERR_UNSUP and the loop goes on.  When TLS
+ * stream (an option over NBD_MAX_PAYLOAD closes the connection instead);
+ * unknown options get ERR_UNSUP and the loop goes on.  When TLS
  * credentials are configured, TLS is forced: before STARTTLS everything
  * but ABORT gets ERR_TLS_REQD (EXPORT_NAME, which cannot be refused
  * politely, closes the connection), and STARTTLS wipes what was
@@ -178,7 +179,7 @@ static int
 opt_info_go(struct conn *c, uint32_t opt, struct rd *r)
 {
     CLEANUP_FREE char *name = rd_str(r);
-    bool want_name = false, want_desc = false;
+    bool want_name = false;
     struct export *e;
     uint16_t nreq, id;
     uint8_t bs[12], ex[10];
@@ -188,10 +189,8 @@ opt_info_go(struct conn *c, uint32_t opt, struct rd *r)
     if (!name || !rd_u16(r, &nreq) || r->left != 2u * nreq)
         return send_err(c, opt, NBD_REP_ERR_INVALID,
                         "malformed option request");
-    while (rd_u16(r, &id)) {
+    while (rd_u16(r, &id))
         want_name |= id == NBD_INFO_NAME;
-        want_desc |= id == NBD_INFO_DESCRIPTION;
-    }
     e = export_find(c->srv, name);
     if (!e)
         return send_err(c, opt, NBD_REP_ERR_UNKNOWN,
@@ -199,7 +198,8 @@ opt_info_go(struct conn *c, uint32_t opt, struct rd *r)
     if (want_name && send_info(c, opt, NBD_INFO_NAME, e->name,
                                strlen(e->name)) == -1)
         return HS_CLOSE;
-    if (want_desc && e->description &&
+    /* Like qemu-nbd, the description goes out whether asked or not. */
+    if (e->description &&
         send_info(c, opt, NBD_INFO_DESCRIPTION, e->description,
                   strlen(e->description)) == -1)
         return HS_CLOSE;
@@ -402,7 +402,10 @@ option(struct conn *c, uint32_t opt, uint32_t len)
     struct rd r;
 
     if (len > NBD_MAX_OPTION) {
-        if (conn_skip(c, len) == -1 || opt == NBD_OPT_EXPORT_NAME)
+        /* Skip what a client may plausibly send; beyond that, like
+         * qemu-nbd, hang up rather than read gigabytes. */
+        if (len > NBD_MAX_PAYLOAD || opt == NBD_OPT_EXPORT_NAME ||
+            conn_skip(c, len) == -1)
             return HS_CLOSE;
         return send_err(c, opt, NBD_REP_ERR_TOO_BIG, "option too long");
     }
