@@ -31,15 +31,21 @@
 #include "dirty.h"
 #include "io.h"
 #include "io-internal.h"
+#include "hook.h"
 
 #define ZERO_CHUNK (1u << 20) /* bytes of zeroes written per call */
 
-/* Count a request in; wait while a truncate holds the node. */
+/* The node this thread has drained (node_drain_begin), or NULL. */
+static __thread struct node *drained_by_me;
+
+/* Count a request in; wait while a truncate or drain holds the node,
+ * unless this thread holds the drain, or this is a write hook's read
+ * inside a request in flight. */
 static void
 enter(struct node *n)
 {
     LOCK_GUARD(&n->io_lock);
-    while (n->exclusive)
+    while (n->exclusive && !write_hooks_running() && drained_by_me != n)
         pthread_cond_wait(&n->io_cond, &n->io_lock);
     n->in_flight++;
 }
@@ -339,29 +345,35 @@ node_pwrite(struct node *n, const void *buf, uint64_t count, uint64_t off,
     if (flags & REQ_COMPRESSED) {
         /* Whole clusters: no copy-on-write widening needed. */
         range_lock(n, &r, off, count);
+        write_hooks_run(n, off, count);
         ret = n->drv->pwrite(n, buf, count, off, flags);
-        io_range_unlock(n, &r);
         dirty_mark(n, off, count);
+        io_range_unlock(n, &r);
         return ret;
     }
     if (io_needs_align(n)) {
         io_direct_lock(n, &r, off, count);
+        write_hooks_run(n, off, count);
         ret = io_direct_pwrite_locked(n, buf, count, off, flags);
         io_range_unlock(n, &r);
         return ret;
     }
     if (io_is_protocol(n)) {
         enter(n);
+        write_hooks_run(n, off, count);
         ret = n->drv->pwrite(n, buf, count, off, flags);
         if (ret == 0)
             io_protocol_grow(n, off + count);
         leave(n);
         return ret;
     }
+    /* Hooks run and bitmaps are marked inside the request, so that a
+     * drained node has neither pending. */
     range_lock(n, &r, off, count);
+    write_hooks_run(n, off, count);
     ret = format_pwrite_locked(n, buf, count, off, flags);
-    io_range_unlock(n, &r);
     dirty_mark(n, off, count);
+    io_range_unlock(n, &r);
     return ret;
 }
 
@@ -450,12 +462,14 @@ node_pwrite_zeroes(struct node *n, uint64_t off, uint64_t count,
         return 0;
     if (io_needs_align(n)) {
         io_direct_lock(n, &r, off, count);
+        write_hooks_run(n, off, count);
         ret = io_direct_zeroes_locked(n, off, count, flags);
         io_range_unlock(n, &r);
         return ret;
     }
     if (io_is_protocol(n)) {
         enter(n);
+        write_hooks_run(n, off, count);
         ret = io_zero_whole(n, off, count, flags);
         if (ret == 0)
             io_protocol_grow(n, off + count);
@@ -463,9 +477,10 @@ node_pwrite_zeroes(struct node *n, uint64_t off, uint64_t count,
         return ret;
     }
     range_lock(n, &r, off, count);
+    write_hooks_run(n, off, count);
     ret = format_zeroes_locked(n, off, count, flags);
-    io_range_unlock(n, &r);
     dirty_mark(n, off, count);
+    io_range_unlock(n, &r);
     return ret;
 }
 
@@ -492,9 +507,10 @@ node_discard(struct node *n, uint64_t off, uint64_t count)
         return 0;
     }
     range_lock(n, &r, start, end - start);
+    write_hooks_run(n, start, end - start);
     ret = n->drv->discard(n, start, end - start);
-    io_range_unlock(n, &r);
     dirty_mark(n, off, count);
+    io_range_unlock(n, &r);
     if (ret == -1 && (errno == ENOTSUP || errno == EOPNOTSUPP))
         ret = 0;
     return ret;
@@ -569,6 +585,29 @@ node_block_status(struct node *n, bool want_zero, uint64_t off,
 
 /* ---- truncate ------------------------------------------------------- */
 
+void
+node_drain_begin(struct node *n)
+{
+    pthread_mutex_lock(&n->io_lock);
+    while (n->exclusive)
+        pthread_cond_wait(&n->io_cond, &n->io_lock);
+    n->exclusive = true;
+    while (n->in_flight)
+        pthread_cond_wait(&n->io_cond, &n->io_lock);
+    pthread_mutex_unlock(&n->io_lock);
+    drained_by_me = n;
+}
+
+void
+node_drain_end(struct node *n)
+{
+    drained_by_me = NULL;
+    pthread_mutex_lock(&n->io_lock);
+    n->exclusive = false;
+    pthread_cond_broadcast(&n->io_cond);
+    pthread_mutex_unlock(&n->io_lock);
+}
+
 int
 node_truncate(struct node *n, uint64_t size, enum prealloc prealloc)
 {
@@ -584,21 +623,14 @@ node_truncate(struct node *n, uint64_t size, enum prealloc prealloc)
         vimg_error(EINVAL, "size too large");
         return -1;
     }
-    pthread_mutex_lock(&n->io_lock);
-    while (n->exclusive)
-        pthread_cond_wait(&n->io_cond, &n->io_lock);
-    n->exclusive = true;
-    while (n->in_flight)
-        pthread_cond_wait(&n->io_cond, &n->io_lock);
-    pthread_mutex_unlock(&n->io_lock);
-
+    if (write_hooks_present(n)) {
+        vimg_error(EBUSY, "Cannot resize a node that a job is copying");
+        return -1;
+    }
+    node_drain_begin(n);
     ret = n->drv->truncate(n, size, prealloc);
     if (ret == 0)
         __atomic_store_n(&n->size, size, __ATOMIC_RELEASE);
-
-    pthread_mutex_lock(&n->io_lock);
-    n->exclusive = false;
-    pthread_cond_broadcast(&n->io_cond);
-    pthread_mutex_unlock(&n->io_lock);
+    node_drain_end(n);
     return ret;
 }

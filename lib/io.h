@@ -36,5 +36,10 @@ int node_block_status(struct node *n, bool want_zero, uint64_t off,
 int node_block_status_layer(struct node *n, bool want_zero, uint64_t off,
                             uint64_t count, struct extent *ext);
 int node_truncate(struct node *n, uint64_t size, enum prealloc prealloc);
+/* Quiesce N: wait for its requests to finish and hold new ones back
+ * (they wait) until node_drain_end, except those of the calling thread
+ * (reads and block status; not writes).  Not nestable. */
+void node_drain_begin(struct node *n);
+void node_drain_end(struct node *n);
 
 #endif

@@ -97,6 +97,7 @@ node_new(const struct driver *drv, unsigned flags)
     pthread_mutex_init(&n->io_lock, NULL);
     pthread_cond_init(&n->io_cond, NULL);
     pthread_mutex_init(&n->dirty_lock, NULL);
+    pthread_rwlock_init(&n->hooks_lock, NULL);
     return n;
 oom:
     if (n)
@@ -112,6 +113,7 @@ node_free(struct node *n)
     pthread_mutex_destroy(&n->io_lock);
     pthread_cond_destroy(&n->io_cond);
     pthread_mutex_destroy(&n->dirty_lock);
+    pthread_rwlock_destroy(&n->hooks_lock);
     bitmap_ptr_vector_reset(&n->dirty);
     free(n->state);
     free(n->node_name);

@@ -194,6 +194,14 @@ struct driver {
      * bitmap_free.  NULL + vimg_error: ENOENT if absent, EINVAL if in use
      * (inconsistent) or of an unknown type. */
     struct bitmap *(*bitmap_get)(struct node *n, const char *name);
+    /* Run FN(BM, OPAQUE) on the live content of persistent bitmap NAME
+     * (the one writes mark while it records) with n->dirty_lock held,
+     * and return its result.  The bitmaps go live first, so N must be
+     * open read-write.  -1 + vimg_error: ENOENT if absent, EINVAL if
+     * inconsistent, EROFS on a read-only node. */
+    int (*bitmap_live)(struct node *n, const char *name,
+                       int (*fn)(struct bitmap *bm, void *opaque),
+                       void *opaque);
     /* Protocols: hold n->perm and share n->shared (PERM_* of lib/lock.h)
      * from now on, or fail (keeping the old set) when another process's
      * use conflicts.  node.c calls it after open.  NULL: nothing to
@@ -245,6 +253,12 @@ struct node {
     /* Bitmaps every write marks (lib/dirty.c), protected by dirty_lock. */
     pthread_mutex_t dirty_lock;
     struct bitmap_ptr_vector dirty;
+
+    /* Hooks run before every write-type request (lib/hook.c): the list
+     * is changed under the write side of hooks_lock, run under the read
+     * side. */
+    pthread_rwlock_t hooks_lock;
+    struct write_hook *hooks;
 };
 
 /* The public opaque handle is the internal node. */

@@ -367,3 +367,36 @@ qcow2_bitmap_get(struct node *n, const char *name)
     vimg_error(ENOENT, "Dirty bitmap '%s' not found", name);
     return NULL;
 }
+
+/* The bitmap_live callback: the bitmaps go live as before a first write
+ * (in_use set on disk), then FN runs on NAME's live copy under the
+ * node's dirty_lock (lock order: s->lock, then dirty_lock). */
+int
+qcow2_bitmap_live(struct node *n, const char *name,
+                  int (*fn)(struct bitmap *bm, void *opaque), void *opaque)
+{
+    struct qcow2_state *s = n->state;
+    int r;
+
+    LOCK_GUARD(&s->lock);
+    if (qcow2_before_write_locked(s) == -1)
+        return -1;
+    for (uint32_t i = 0; i < s->nb_bitmaps; i++) {
+        struct qcow2_bitmap_info *b = &s->bitmaps[i];
+
+        if (strcmp(b->name, name))
+            continue;
+        if (!b->live) {
+            vimg_error(EINVAL,
+                       "Bitmap '%s' is inconsistent and cannot be used",
+                       name);
+            return -1;
+        }
+        dirty_lock(n);
+        r = fn(b->live, opaque);
+        dirty_unlock(n);
+        return r;
+    }
+    vimg_error(ENOENT, "Dirty bitmap '%s' not found", name);
+    return -1;
+}

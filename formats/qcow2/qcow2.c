@@ -539,5 +539,6 @@ const struct driver qcow2_format = {
     .check = qcow2_check,
     .bitmap_op = qcow2_bitmap_op,
     .bitmap_get = qcow2_bitmap_get,
+    .bitmap_live = qcow2_bitmap_live,
     .create = qcow2_create,
 };

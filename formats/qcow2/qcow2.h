@@ -463,6 +463,10 @@ struct bitmap;
 /* The bitmap_get driver callback: a copy of bitmap NAME's content;
  * caller frees with bitmap_free. */
 struct bitmap *qcow2_bitmap_get(struct node *n, const char *name);
+/* The bitmap_live callback (see lib/node.h). */
+int qcow2_bitmap_live(struct node *n, const char *name,
+                      int (*fn)(struct bitmap *bm, void *opaque),
+                      void *opaque);
 /* Free the strings of B (not B itself). */
 void qcow2_bitmap_info_free(struct qcow2_bitmap_info *b);
 /* Read B's bitmap table, host order; caller frees. */
