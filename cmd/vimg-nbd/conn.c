@@ -145,6 +145,9 @@ conn_run(void *arg)
     }
     c->io->close(c->io_handle);
     shutdown(c->fd, SHUT_RDWR);
+    /* Before the server can see this connection gone. */
+    export_put(c->srv, c->exp);
+    export_put(c->srv, c->meta_exp);
     conn_unlink(c);
     close(c->fd);
     pthread_mutex_destroy(&c->rlock);

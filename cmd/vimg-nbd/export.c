@@ -14,19 +14,30 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <jansson.h>
 
 #include "bitmap.h"
+#include "cleanup.h"
 #include "dirty.h"
 #include "io.h"
 #include "server.h"
 
-struct export *
-export_find(struct server *srv, const char *name)
+static struct export *
+export_find_locked(struct server *srv, const char *name)
 {
     for (size_t i = 0; i < srv->nr_exports; i++)
         if (!strcmp(srv->exports[i]->name, name))
+            return srv->exports[i];
+    return NULL;
+}
+
+static struct export *
+export_by_id_locked(struct server *srv, const char *id)
+{
+    for (size_t i = 0; i < srv->nr_exports; i++)
+        if (srv->exports[i]->id && !strcmp(srv->exports[i]->id, id))
             return srv->exports[i];
     return NULL;
 }
@@ -65,8 +76,8 @@ attach_bitmap(struct export *e, const char *name)
     struct export_bitmap *eb = &e->bitmaps[e->nr_bitmaps];
 
     if (e->nr_bitmaps == EXPORT_MAX_BITMAPS) {
-        fprintf(stderr, "vimg-nbd: too many bitmaps (at most %d)\n",
-                EXPORT_MAX_BITMAPS);
+        vimg_error(EINVAL, "too many bitmaps (at most %d)",
+                   EXPORT_MAX_BITMAPS);
         return -1;
     }
     for (struct node *m = e->node; m; m = m->backing) {
@@ -77,25 +88,23 @@ attach_bitmap(struct export *e, const char *name)
         bm = m->drv->bitmap_get(m, name);
         if (!bm && errno == ENOENT)
             continue;
-        if (!bm) {
-            fprintf(stderr, "vimg-nbd: %s\n", vimg_get_error());
+        if (!bm)
             return -1;
-        }
         /* qemu: a read-only export's copy would go stale while another
          * user writes the node. */
         if (!e->writable && (m->flags & NODE_RDWR) &&
             bitmap_recording(m, name)) {
             bitmap_free(bm);
-            fprintf(stderr,
-                    "vimg-nbd: Enabled bitmap '%s' incompatible with "
-                    "readonly export\n", name);
+            vimg_error(EINVAL,
+                       "Enabled bitmap '%s' incompatible with readonly "
+                       "export", name);
             return -1;
         }
         eb->name = strdup(name);
         eb->bm = bm;
         if (!eb->name) {
             bitmap_free(bm);
-            fprintf(stderr, "vimg-nbd: out of memory\n");
+            vimg_error(ENOMEM, "out of memory");
             return -1;
         }
         if (e->writable && m == e->node && bitmap_recording(m, name)) {
@@ -104,7 +113,6 @@ attach_bitmap(struct export *e, const char *name)
                 eb->owner = m;
             dirty_unlock(m);
             if (!eb->owner) {
-                fprintf(stderr, "vimg-nbd: %s\n", vimg_get_error());
                 free(eb->name);
                 bitmap_free(bm);
                 return -1;
@@ -113,7 +121,7 @@ attach_bitmap(struct export *e, const char *name)
         e->nr_bitmaps++;
         return 0;
     }
-    fprintf(stderr, "vimg-nbd: Bitmap '%s' is not found\n", name);
+    vimg_error(ENOENT, "Bitmap '%s' is not found", name);
     return -1;
 }
 
@@ -139,7 +147,7 @@ export_free(struct export *e)
         if (node_unref(e->node) == -1)
             r = -1;
         if (r == -1)
-            fprintf(stderr, "vimg-nbd: %s: %s\n", e->name, vimg_get_error());
+            server_log("%s: %s", e->name, vimg_get_error());
     }
     free(e->id);
     free(e->name);
@@ -154,12 +162,14 @@ export_add(struct server *srv, const char *id, const char *name,
            bool alloc_depth, bool multi_conn, const char *const *bitmaps)
 {
     struct export *e = calloc(1, sizeof *e), **v;
+    struct export *dup;
 
     if (!e) {
         node_unref(node);
-        fprintf(stderr, "vimg-nbd: out of memory\n");
+        vimg_error(ENOMEM, "out of memory");
         return -1;
     }
+    e->refcnt = 1; /* the list's */
     e->node = node;
     e->size = node->size;
     e->writable = writable;
@@ -169,29 +179,157 @@ export_add(struct server *srv, const char *id, const char *name,
     e->name = strdup(name);
     e->description = description ? strdup(description) : NULL;
     if (!e->name || (id && !e->id) || (description && !e->description)) {
-        fprintf(stderr, "vimg-nbd: out of memory\n");
         export_free(e);
-        return -1;
-    }
-    if (export_find(srv, name)) {
-        fprintf(stderr, "vimg-nbd: export '%s' already exists\n", name);
-        export_free(e);
+        vimg_error(ENOMEM, "out of memory");
         return -1;
     }
     for (; bitmaps && *bitmaps; bitmaps++)
         if (attach_bitmap(e, *bitmaps) == -1) {
+            CLEANUP_FREE char *msg = strdup(vimg_get_error());
+
             export_free(e);
+            vimg_error(EINVAL, "%s", msg ? msg : "bitmap");
             return -1;
         }
-    v = realloc(srv->exports, (srv->nr_exports + 1) * sizeof *v);
+    pthread_rwlock_wrlock(&srv->exports_lock);
+    dup = export_find_locked(srv, name);
+    if (!dup && id)
+        dup = export_by_id_locked(srv, id);
+    v = dup ? NULL
+            : realloc(srv->exports, (srv->nr_exports + 1) * sizeof *v);
+    if (v) {
+        srv->exports = v;
+        v[srv->nr_exports++] = e;
+    }
+    pthread_rwlock_unlock(&srv->exports_lock);
     if (!v) {
-        fprintf(stderr, "vimg-nbd: out of memory\n");
         export_free(e);
+        if (dup && id && dup->id && !strcmp(dup->id, id))
+            vimg_error(EEXIST, "Block export id '%s' is already in use", id);
+        else if (dup)
+            vimg_error(EEXIST, "NBD server already has export named '%s'",
+                       name);
+        else
+            vimg_error(ENOMEM, "out of memory");
         return -1;
     }
-    srv->exports = v;
-    v[srv->nr_exports++] = e;
     return 0;
+}
+
+struct export *
+export_get(struct server *srv, const char *name)
+{
+    struct export *e;
+
+    pthread_rwlock_rdlock(&srv->exports_lock);
+    e = export_find_locked(srv, name);
+    if (e)
+        atomic_fetch_add(&e->refcnt, 1);
+    pthread_rwlock_unlock(&srv->exports_lock);
+    return e;
+}
+
+void
+export_put(struct server *srv, struct export *e)
+{
+    char *id;
+
+    if (!e || atomic_fetch_sub(&e->refcnt, 1) != 1)
+        return;
+    id = e->id ? strdup(e->id) : NULL;
+    export_free(e);
+    if (id && srv->event)
+        srv->event(srv, "BLOCK_EXPORT_DELETED", json_pack("{s:s}", "id", id));
+    free(id);
+}
+
+/* Unlink E (by lock) and, with HARD, cut the connections using it. */
+static void
+unlink_locked(struct server *srv, struct export *e)
+{
+    for (size_t i = 0; i < srv->nr_exports; i++)
+        if (srv->exports[i] == e) {
+            memmove(&srv->exports[i], &srv->exports[i + 1],
+                    (srv->nr_exports - i - 1) * sizeof *srv->exports);
+            srv->nr_exports--;
+            break;
+        }
+}
+
+int
+export_remove(struct server *srv, const char *id, const char *name,
+              bool hard)
+{
+    struct export *e;
+
+    pthread_rwlock_wrlock(&srv->exports_lock);
+    e = id ? export_by_id_locked(srv, id) : export_find_locked(srv, name);
+    if (e)
+        unlink_locked(srv, e);
+    pthread_rwlock_unlock(&srv->exports_lock);
+    if (!e) {
+        if (id)
+            vimg_error(ENOENT, "Export '%s' is not found", id);
+        else
+            vimg_error(ENOENT, "Export '%s' is not found", name);
+        return -1;
+    }
+    if (hard) {
+        pthread_mutex_lock(&srv->lock);
+        for (struct conn *c = srv->conns; c; c = c->next)
+            if (c->exp == e)
+                shutdown(c->fd, SHUT_RDWR);
+        pthread_mutex_unlock(&srv->lock);
+    }
+    export_put(srv, e);
+    return 0;
+}
+
+json_t *
+export_query(struct server *srv)
+{
+    json_t *a = json_array();
+
+    pthread_rwlock_rdlock(&srv->exports_lock);
+    for (size_t i = 0; a && i < srv->nr_exports; i++) {
+        const struct export *e = srv->exports[i];
+
+        json_array_append_new(
+            a, json_pack("{s:s,s:s,s:s,s:b}", "type", "nbd", "id",
+                         e->id ? e->id : e->name, "node-name",
+                         e->node->node_name, "shutting-down", false));
+    }
+    pthread_rwlock_unlock(&srv->exports_lock);
+    return a;
+}
+
+bool
+export_uses_bitmap(struct server *srv, struct node *n, const char *name)
+{
+    bool busy = false;
+
+    pthread_rwlock_rdlock(&srv->exports_lock);
+    for (size_t i = 0; !busy && i < srv->nr_exports; i++) {
+        const struct export *e = srv->exports[i];
+
+        for (struct node *m = e->node; m && !busy; m = m->backing)
+            for (unsigned k = 0; m == n && k < e->nr_bitmaps; k++)
+                busy |= !strcmp(e->bitmaps[k].name, name);
+    }
+    pthread_rwlock_unlock(&srv->exports_lock);
+    return busy;
+}
+
+bool
+export_uses_node(struct server *srv, struct node *n)
+{
+    bool used = false;
+
+    pthread_rwlock_rdlock(&srv->exports_lock);
+    for (size_t i = 0; !used && i < srv->nr_exports; i++)
+        used = srv->exports[i]->node == n;
+    pthread_rwlock_unlock(&srv->exports_lock);
+    return used;
 }
 
 int
@@ -199,11 +337,21 @@ export_close_all(struct server *srv)
 {
     int r = 0;
 
-    for (size_t i = 0; i < srv->nr_exports; i++)
-        if (export_free(srv->exports[i]) == -1)
+    pthread_rwlock_wrlock(&srv->exports_lock);
+    while (srv->nr_exports) {
+        struct export *e = srv->exports[--srv->nr_exports];
+
+        pthread_rwlock_unlock(&srv->exports_lock);
+        if (atomic_load(&e->refcnt) == 1 && e->writable &&
+            node_flush(e->node) == -1) {
+            server_log("%s: %s", e->name, vimg_get_error());
             r = -1;
+        }
+        export_put(srv, e);
+        pthread_rwlock_wrlock(&srv->exports_lock);
+    }
     free(srv->exports);
     srv->exports = NULL;
-    srv->nr_exports = 0;
+    pthread_rwlock_unlock(&srv->exports_lock);
     return r;
 }

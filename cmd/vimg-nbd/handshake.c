@@ -83,6 +83,7 @@ handshake_eflags(const struct conn *c, const struct export *e)
 static void
 reset_meta(struct conn *c)
 {
+    export_put(c->srv, c->meta_exp);
     c->meta_exp = NULL;
     c->meta_base = c->meta_depth = false;
     c->meta_bitmaps = 0;
@@ -135,31 +136,52 @@ rd_str(struct rd *r)
 }
 
 static int
+send_server_rep(struct conn *c, const struct export *e)
+{
+    size_t nl = strlen(e->name);
+    size_t dl = e->description ? strlen(e->description) : 0;
+    CLEANUP_FREE uint8_t *buf = malloc(4 + nl + dl);
+    uint32_t be = htobe32((uint32_t)nl);
+
+    if (!buf)
+        return -1;
+    memcpy(buf, &be, 4);
+    memcpy(buf + 4, e->name, nl);
+    if (dl)
+        memcpy(buf + 4 + nl, e->description, dl);
+    return send_rep(c, NBD_OPT_LIST, NBD_REP_SERVER, buf,
+                    (uint32_t)(4 + nl + dl));
+}
+
+static int
 opt_list(struct conn *c, uint32_t len)
 {
     struct server *srv = c->srv;
+    struct export **v;
+    size_t n;
+    int r = 0;
 
     if (len)
         return send_err(c, NBD_OPT_LIST, NBD_REP_ERR_INVALID,
                         "OPT_LIST should not have length");
-    for (size_t i = 0; i < srv->nr_exports; i++) {
-        const struct export *e = srv->exports[i];
-        size_t nl = strlen(e->name);
-        size_t dl = e->description ? strlen(e->description) : 0;
-        CLEANUP_FREE uint8_t *buf = malloc(4 + nl + dl);
-        uint32_t be = htobe32((uint32_t)nl);
-
-        if (!buf)
-            return -1;
-        memcpy(buf, &be, 4);
-        memcpy(buf + 4, e->name, nl);
-        if (dl)
-            memcpy(buf + 4 + nl, e->description, dl);
-        if (send_rep(c, NBD_OPT_LIST, NBD_REP_SERVER, buf,
-                     (uint32_t)(4 + nl + dl)) == -1)
-            return -1;
+    /* Take the list with references, then send without the lock. */
+    pthread_rwlock_rdlock(&srv->exports_lock);
+    n = srv->nr_exports;
+    v = calloc(n + 1, sizeof *v);
+    for (size_t i = 0; v && i < n; i++) {
+        v[i] = srv->exports[i];
+        atomic_fetch_add(&v[i]->refcnt, 1);
     }
-    return send_ack(c, NBD_OPT_LIST);
+    pthread_rwlock_unlock(&srv->exports_lock);
+    if (!v)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (r == 0)
+            r = send_server_rep(c, v[i]);
+        export_put(srv, v[i]);
+    }
+    free(v);
+    return r == -1 ? -1 : send_ack(c, NBD_OPT_LIST);
 }
 
 static int
@@ -174,6 +196,9 @@ send_info(struct conn *c, uint32_t opt, uint16_t type, const void *data,
     return send_rep(c, opt, NBD_REP_INFO, buf, (uint32_t)(2 + len));
 }
 
+static int info_replies(struct conn *c, uint32_t opt, struct export *e,
+                        bool want_name);
+
 /* INFO and GO: the same replies, then GO starts transmission. */
 static int
 opt_info_go(struct conn *c, uint32_t opt, struct rd *r)
@@ -182,27 +207,48 @@ opt_info_go(struct conn *c, uint32_t opt, struct rd *r)
     bool want_name = false;
     struct export *e;
     uint16_t nreq, id;
-    uint8_t bs[12], ex[10];
-    uint32_t v32;
-    uint64_t v64;
 
     if (!name || !rd_u16(r, &nreq) || r->left != 2u * nreq)
         return send_err(c, opt, NBD_REP_ERR_INVALID,
                         "malformed option request");
     while (rd_u16(r, &id))
         want_name |= id == NBD_INFO_NAME;
-    e = export_find(c->srv, name);
+    e = export_get(c->srv, name);
     if (!e)
         return send_err(c, opt, NBD_REP_ERR_UNKNOWN,
                         "export '%s' not present", name);
+    if (info_replies(c, opt, e, want_name) == -1) {
+        export_put(c->srv, e);
+        return HS_CLOSE;
+    }
+    if (opt == NBD_OPT_INFO) {
+        export_put(c->srv, e);
+        return HS_NEXT;
+    }
+    export_put(c->srv, c->exp);
+    c->exp = e;
+    if (c->meta_exp != e)
+        reset_meta(c);
+    return HS_GO;
+}
+
+/* The INFO replies for E and the final ACK (INFO and GO alike). */
+static int
+info_replies(struct conn *c, uint32_t opt, struct export *e, bool want_name)
+{
+    uint8_t bs[12], ex[10];
+    uint32_t v32;
+    uint64_t v64;
+    uint16_t v16;
+
     if (want_name && send_info(c, opt, NBD_INFO_NAME, e->name,
                                strlen(e->name)) == -1)
-        return HS_CLOSE;
+        return -1;
     /* Like qemu-nbd, the description goes out whether asked or not. */
     if (e->description &&
         send_info(c, opt, NBD_INFO_DESCRIPTION, e->description,
                   strlen(e->description)) == -1)
-        return HS_CLOSE;
+        return -1;
     v32 = htobe32(1);
     memcpy(bs, &v32, 4);
     v32 = htobe32(4096);
@@ -210,20 +256,15 @@ opt_info_go(struct conn *c, uint32_t opt, struct rd *r)
     v32 = htobe32(NBD_MAX_PAYLOAD);
     memcpy(bs + 8, &v32, 4);
     if (send_info(c, opt, NBD_INFO_BLOCK_SIZE, bs, sizeof bs) == -1)
-        return HS_CLOSE;
+        return -1;
     v64 = htobe64(e->size);
     memcpy(ex, &v64, 8);
-    id = htobe16(handshake_eflags(c, e));
-    memcpy(ex + 8, &id, 2);
+    v16 = htobe16(handshake_eflags(c, e));
+    memcpy(ex + 8, &v16, 2);
     if (send_info(c, opt, NBD_INFO_EXPORT, ex, sizeof ex) == -1 ||
         send_ack(c, opt) == -1)
-        return HS_CLOSE;
-    if (opt == NBD_OPT_INFO)
-        return HS_NEXT;
-    c->exp = e;
-    if (c->meta_exp != e)
-        reset_meta(c);
-    return HS_GO;
+        return -1;
+    return 0;
 }
 
 static int
@@ -239,9 +280,10 @@ opt_export_name(struct conn *c, const uint8_t *data, uint32_t len)
         return HS_CLOSE;
     memcpy(name, data, len);
     name[len] = '\0';
-    e = export_find(c->srv, name);
+    e = export_get(c->srv, name);
     if (!e)
         return HS_CLOSE;
+    export_put(c->srv, c->exp);
     c->exp = e;
     reset_meta(c);
     v64 = htobe64(e->size);
@@ -293,29 +335,20 @@ send_meta(struct conn *c, uint32_t opt, uint32_t id, const char *prefix,
     return send_rep(c, opt, NBD_REP_META_CONTEXT, buf, (uint32_t)(4 + n));
 }
 
+/* Answer LIST or SET for export E: the contexts, then ACK.  Sets
+ * *SET_OK when a SET selection was made. */
 static int
-opt_meta(struct conn *c, uint32_t opt, struct rd *r)
+meta_replies(struct conn *c, uint32_t opt, struct rd *r, struct export *e,
+             bool *set_ok)
 {
     bool list = opt == NBD_OPT_LIST_META_CONTEXT;
     bool base = false, depth = false;
     uint64_t bitmaps = 0;
-    CLEANUP_FREE char *name = NULL;
-    struct export *e;
     uint32_t nq;
 
-    if (!list)
-        reset_meta(c); /* SET replaces the selection, even on failure */
-    if (!list && !c->structured)
-        return send_err(c, opt, NBD_REP_ERR_INVALID,
-                        "structured replies not negotiated");
-    name = rd_str(r);
-    if (!name || !rd_u32(r, &nq))
+    if (!rd_u32(r, &nq))
         return send_err(c, opt, NBD_REP_ERR_INVALID,
                         "malformed option request");
-    e = export_find(c->srv, name);
-    if (!e)
-        return send_err(c, opt, NBD_REP_ERR_UNKNOWN,
-                        "export '%s' not present", name);
     if (list && nq == 0) {
         base = true;
         meta_match(e, "qemu:", true, &base, &depth, &bitmaps);
@@ -343,12 +376,41 @@ opt_meta(struct conn *c, uint32_t opt, struct rd *r)
                       "qemu:dirty-bitmap:", e->bitmaps[i].name) == -1)
             return HS_CLOSE;
     if (!list) {
-        c->meta_exp = e;
         c->meta_base = base;
         c->meta_depth = depth;
         c->meta_bitmaps = bitmaps;
+        *set_ok = true;
     }
     return send_ack(c, opt);
+}
+
+static int
+opt_meta(struct conn *c, uint32_t opt, struct rd *r)
+{
+    bool list = opt == NBD_OPT_LIST_META_CONTEXT, set_ok = false;
+    CLEANUP_FREE char *name = NULL;
+    struct export *e;
+    int ret;
+
+    if (!list)
+        reset_meta(c); /* SET replaces the selection, even on failure */
+    if (!list && !c->structured)
+        return send_err(c, opt, NBD_REP_ERR_INVALID,
+                        "structured replies not negotiated");
+    name = rd_str(r);
+    if (!name)
+        return send_err(c, opt, NBD_REP_ERR_INVALID,
+                        "malformed option request");
+    e = export_get(c->srv, name);
+    if (!e)
+        return send_err(c, opt, NBD_REP_ERR_UNKNOWN,
+                        "export '%s' not present", name);
+    ret = meta_replies(c, opt, r, e, &set_ok);
+    if (set_ok && ret != HS_CLOSE)
+        c->meta_exp = e; /* keeps the reference */
+    else
+        export_put(c->srv, e);
+    return ret;
 }
 
 static int

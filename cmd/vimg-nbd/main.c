@@ -127,6 +127,7 @@ main(int argc, char **argv)
     if (st.exit_now)
         return 0;
     pthread_mutex_init(&srv.lock, NULL);
+    pthread_rwlock_init(&srv.exports_lock, NULL);
     pthread_cond_init(&srv.cond, NULL);
     if (pipe2(wake_pipe, O_CLOEXEC) == -1)
         return 1;

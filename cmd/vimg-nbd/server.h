@@ -25,6 +25,8 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
+#include <jansson.h>
+
 #include "node.h"
 
 struct bitmap;
@@ -41,6 +43,7 @@ struct export_bitmap {
 #define EXPORT_MAX_BITMAPS 64
 
 struct export {
+    atomic_uint refcnt; /* the list's, and each connection's */
     char *id;          /* --export id=, or NULL */
     char *name;        /* NBD export name ("" is valid) */
     char *description; /* or NULL */
@@ -56,8 +59,11 @@ struct export {
 struct conn;
 
 struct server {
-    struct export **exports;
+    pthread_rwlock_t exports_lock; /* the export list */
+    struct export **exports;       /* by exports_lock */
     size_t nr_exports;
+    /* QMP events (BLOCK_EXPORT_DELETED); takes DATA; may be NULL. */
+    void (*event)(struct server *srv, const char *name, json_t *data);
     struct tls_config *tls; /* NULL: no TLS; else TLS is forced */
     unsigned handshake_timeout; /* seconds, 0 = none */
     unsigned max_connections;
@@ -137,12 +143,27 @@ uint16_t handshake_eflags(const struct conn *c, const struct export *e);
 void transmission(struct conn *c);
 
 /* export.c */
-struct export *export_find(struct server *srv, const char *name);
-/* Add an export of NODE (reference taken over) to SRV.  BITMAPS: NULL-
- * terminated names, looked up in NODE and its backing chain. */
+/* The export called NAME with a reference taken (export_put), or NULL. */
+struct export *export_get(struct server *srv, const char *name);
+/* Drop a reference; the last one frees the export (flush, node unref)
+ * and reports BLOCK_EXPORT_DELETED. */
+void export_put(struct server *srv, struct export *e);
+/* Add an export of NODE (reference taken over, even on failure) to SRV.
+ * BITMAPS: NULL-terminated names, looked up in NODE and its backing
+ * chain.  -1 + vimg_error. */
 int export_add(struct server *srv, const char *id, const char *name,
                const char *description, struct node *node, bool writable,
                bool alloc_depth, bool multi_conn, const char *const *bitmaps);
+/* Remove the export with ID (or, if ID is NULL, NAME): new clients no
+ * longer find it; with HARD its connections are cut.  -1 + vimg_error. */
+int export_remove(struct server *srv, const char *id, const char *name,
+                  bool hard);
+/* query-block-exports. */
+json_t *export_query(struct server *srv);
+/* Does an export offer bitmap NAME of N / serve N? */
+bool export_uses_bitmap(struct server *srv, struct node *n,
+                        const char *name);
+bool export_uses_node(struct server *srv, struct node *n);
 /* Flush and release every export; -1 if a flush or close failed. */
 int export_close_all(struct server *srv);
 

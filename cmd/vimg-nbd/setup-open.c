@@ -35,9 +35,13 @@ open_single(struct setup *st, struct server *srv)
     srv->persistent = st->persistent;
     if (shared > 0 && (unsigned long)shared < srv->max_connections)
         srv->max_connections = (unsigned)shared;
-    return export_add(srv, NULL, st->export_name ? st->export_name : "",
-                      st->description, node_of(h), !st->read_only,
-                      st->alloc_depth, shared != 1, st->bitmaps);
+    if (export_add(srv, NULL, st->export_name ? st->export_name : "",
+                   st->description, node_of(h), !st->read_only,
+                   st->alloc_depth, shared != 1, st->bitmaps) == -1) {
+        server_log("%s", vimg_get_error());
+        return -1;
+    }
+    return 0;
 }
 
 static json_t *
@@ -269,6 +273,8 @@ add_daemon_export(struct setup *st, struct server *srv, json_t *ex)
     r = export_add(srv, id, name ? name : nn,
                    opts_get_str(ex, "description"), node, writable, depth,
                    !mc || strcmp(mc, "off"), bitmaps);
+    if (r == -1)
+        server_log("%s", vimg_get_error());
     free(bitmaps);
     return r;
 }
