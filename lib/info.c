@@ -21,8 +21,8 @@ move_key(json_t *dst, json_t *src, const char *key)
         json_object_set(dst, key, v);
 }
 
-static json_t *
-info_object(struct node *n)
+json_t *
+node_info_json(struct node *n)
 {
     json_t *fmt = json_object(), *out = json_object();
     int64_t actual = -1;
@@ -73,7 +73,7 @@ err:
 char *
 vimg_info_json(vimg_node *h)
 {
-    json_t *obj = info_object(node_of(h));
+    json_t *obj = node_info_json(node_of(h));
     char *s;
 
     if (!obj)

@@ -443,6 +443,36 @@ job_start(struct job *j)
     return 0;
 }
 
+int
+job_start_paused(struct job *j)
+{
+    struct job_registry *reg = j->reg;
+
+    pthread_mutex_lock(&reg->lock);
+    j->pause_count++;
+    pthread_mutex_unlock(&reg->lock);
+    if (job_start(j) == -1)
+        return -1;
+    pthread_mutex_lock(&reg->lock);
+    if (j->status == JOB_STATUS_RUNNING)
+        set_status_locked(j, JOB_STATUS_PAUSED);
+    pthread_mutex_unlock(&reg->lock);
+    return 0;
+}
+
+void
+job_resume_internal(struct job *j)
+{
+    struct job_registry *reg = j->reg;
+
+    LOCK_GUARD(&reg->lock);
+    if (j->pause_count)
+        j->pause_count--;
+    if (!j->pause_count && j->status == JOB_STATUS_PAUSED)
+        set_status_locked(j, JOB_STATUS_RUNNING);
+    pthread_cond_broadcast(&reg->cond);
+}
+
 void
 job_discard(struct job *j)
 {
@@ -731,16 +761,20 @@ job_pause_point(struct job *j)
 
     LOCK_GUARD(&reg->lock);
     if (j->pause_count && !j->cancelled && !j->soft_cancel) {
-        bool was_ready = j->status == JOB_STATUS_READY;
-
-        set_status_locked(j,
-                          was_ready ? JOB_STATUS_STANDBY : JOB_STATUS_PAUSED);
+        if (j->status == JOB_STATUS_RUNNING)
+            set_status_locked(j, JOB_STATUS_PAUSED);
+        else if (j->status == JOB_STATUS_READY)
+            set_status_locked(j, JOB_STATUS_STANDBY);
         j->busy = false;
         while (j->pause_count && !j->cancelled && !j->soft_cancel)
             pthread_cond_wait(&reg->cond, &reg->lock);
         j->busy = true;
-        set_status_locked(j, was_ready ? JOB_STATUS_READY : JOB_STATUS_RUNNING);
     }
+    /* Whoever ended the pause may have set the status already. */
+    if (j->status == JOB_STATUS_PAUSED)
+        set_status_locked(j, JOB_STATUS_RUNNING);
+    else if (j->status == JOB_STATUS_STANDBY)
+        set_status_locked(j, JOB_STATUS_READY);
     return j->cancelled || j->soft_cancel;
 }
 

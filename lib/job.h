@@ -131,6 +131,11 @@ struct job_txn *job_txn_new(void);
 void job_txn_unref(struct job_registry *reg, struct job_txn *txn);
 /* Start the job's thread: created -> running. */
 int job_start(struct job *j);
+/* Start J held paused (running, then paused), as QEMU starts the jobs
+ * of a transaction inside a drained section; job_resume_internal ends
+ * that pause (running again). */
+int job_start_paused(struct job *j);
+void job_resume_internal(struct job *j);
 /* Fail a created job that never started (a transaction rolled back). */
 void job_discard(struct job *j);
 

@@ -77,6 +77,54 @@ driver_find(const char *name)
     return NULL;
 }
 
+/* Every node, for lookups by node-name (blockdev-add references). */
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+DEFINE_VECTOR(struct node *, node_ptr_vector);
+static struct node_ptr_vector registry;
+
+static void
+registry_add(struct node *n)
+{
+    LOCK_GUARD(&registry_lock);
+    if (node_ptr_vector_append(&registry, n) == -1)
+        return; /* only lookups by name miss it */
+}
+
+static void
+registry_remove(struct node *n)
+{
+    LOCK_GUARD(&registry_lock);
+    for (size_t i = 0; i < registry.len; i++)
+        if (registry.ptr[i] == n) {
+            registry.ptr[i] = registry.ptr[--registry.len];
+            break;
+        }
+    if (registry.len == 0)
+        node_ptr_vector_reset(&registry);
+}
+
+struct node *
+node_find(const char *name)
+{
+    LOCK_GUARD(&registry_lock);
+    for (size_t i = 0; i < registry.len; i++) {
+        struct node *n = registry.ptr[i];
+
+        unsigned c = __atomic_load_n(&n->refcnt, __ATOMIC_ACQUIRE);
+
+        if (!n->node_name || strcmp(n->node_name, name))
+            continue;
+        /* Take a reference unless the node is already being closed. */
+        while (c > 0)
+            if (__atomic_compare_exchange_n(&n->refcnt, &c, c + 1, false,
+                                            __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE))
+                return n;
+        return NULL;
+    }
+    return NULL;
+}
+
 struct node *
 node_new(const struct driver *drv, unsigned flags)
 {
@@ -98,6 +146,7 @@ node_new(const struct driver *drv, unsigned flags)
     pthread_cond_init(&n->io_cond, NULL);
     pthread_mutex_init(&n->dirty_lock, NULL);
     pthread_rwlock_init(&n->hooks_lock, NULL);
+    registry_add(n);
     return n;
 oom:
     if (n)
@@ -110,6 +159,7 @@ oom:
 static void
 node_free(struct node *n)
 {
+    registry_remove(n);
     pthread_mutex_destroy(&n->io_lock);
     pthread_cond_destroy(&n->io_cond);
     pthread_mutex_destroy(&n->dirty_lock);
@@ -127,7 +177,7 @@ node_free(struct node *n)
 void
 node_ref(struct node *n)
 {
-    n->refcnt++;
+    __atomic_add_fetch(&n->refcnt, 1, __ATOMIC_RELAXED);
 }
 
 int
@@ -135,7 +185,7 @@ node_unref(struct node *n)
 {
     int r = 0;
 
-    if (!n || --n->refcnt > 0)
+    if (!n || __atomic_sub_fetch(&n->refcnt, 1, __ATOMIC_ACQ_REL) > 0)
         return 0;
     if (n->drv->close && n->drv->close(n) == -1)
         r = -1;
@@ -290,8 +340,22 @@ open_backing(struct node *n, json_t *opts, unsigned flags,
         json_decref(bopts);
         return n->backing ? 0 : -1;
     }
+    if (json_is_string(b)) { /* a node-name ("" = none) */
+        const char *ref = json_string_value(b);
+
+        if (!*ref)
+            return 0;
+        n->backing = node_find(ref);
+        if (!n->backing) {
+            vimg_error(ENOENT, "Cannot find device=%s nor node-name=%s",
+                       ref, ref);
+            return -1;
+        }
+        return 0;
+    }
     if (b) {
-        vimg_error(EINVAL, "backing must be null or an option object");
+        vimg_error(EINVAL, "backing must be null, a node name or an "
+                           "option object");
         return -1;
     }
     if (!n->backing_name)
@@ -477,6 +541,15 @@ node_open_child(struct node *parent, json_t *opts, const char *key,
     if (!c && !default_name) {
         vimg_error(EINVAL, "option '%s' is required", key);
         return NULL;
+    }
+    /* A string naming a live node is a reference to it (blockdev-add). */
+    if (json_is_string(c) && (n = node_find(json_string_value(c)))) {
+        if (r && node_set_perm(n, n->perm | r->perm, n->shared & r->shared)
+                     == -1) {
+            node_unref(n);
+            return NULL;
+        }
+        return n;
     }
     if (json_is_object(c)) {
         copts = json_deep_copy(c);

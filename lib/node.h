@@ -223,7 +223,7 @@ DEFINE_VECTOR(struct bitmap *, bitmap_ptr_vector);
 struct node {
     const struct driver *drv;
     void *state;        /* driver private, drv->state_size bytes */
-    unsigned refcnt;    /* protected by the graph (single-threaded) */
+    unsigned refcnt;    /* atomic */
     unsigned flags;     /* NODE_* */
     char *node_name;    /* user-given or generated ("#n12") */
     char *filename;     /* protocol: the path; format: file child's */
@@ -301,8 +301,12 @@ struct node *node_open_child(struct node *parent, json_t *opts,
  * permissions PERM / SHARED (PERM_*), as QEMU would; takes the OFD lock
  * bytes.  Fails with QEMU's lock message on a conflict. */
 int node_set_perm(struct node *n, unsigned perm, unsigned shared);
-/* Take / drop a reference.  The last unref closes the node and drops
- * its children; returns -1 if a close failed. */
+/* qemu-img's ImageInfo of N alone (new reference); NULL + vimg_error. */
+json_t *node_info_json(struct node *n);
+/* The live node called NAME, with a reference taken; NULL if none. */
+struct node *node_find(const char *name);
+/* Take / drop a reference (thread-safe).  The last unref closes the
+ * node and drops its children; returns -1 if a close failed. */
 void node_ref(struct node *n);
 int node_unref(struct node *n);
 

@@ -21,6 +21,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "cleanup.h"
+#include "error.h"
 #include "server.h"
 
 int
@@ -178,22 +180,74 @@ reap_slow(struct server *srv)
 }
 
 void
-listen_loop(struct server *srv, const int *fds, int nfds, int wake_fd)
+listen_wake(struct server *srv)
+{
+    if (write(srv->wake_fd, "w", 1) == -1) {
+        /* the loop polls with a timeout anyway */
+    }
+}
+
+int
+listen_start(struct server *srv, const int *fds, int n, const char *path)
+{
+    LOCK_GUARD(&srv->lock);
+    if (srv->nlfds) {
+        vimg_error(EBUSY, "NBD server already running");
+        return -1;
+    }
+    for (int i = 0; i < n && i < 16; i++)
+        srv->lfds[srv->nlfds++] = fds[i];
+    free(srv->lpath);
+    srv->lpath = path ? strdup(path) : NULL;
+    listen_wake(srv);
+    return 0;
+}
+
+/* By srv->lock. */
+static void
+close_listeners_locked(struct server *srv)
+{
+    for (int i = 0; i < srv->nlfds; i++)
+        close(srv->lfds[i]);
+    srv->nlfds = 0;
+    if (srv->lpath)
+        unlink(srv->lpath);
+    free(srv->lpath);
+    srv->lpath = NULL;
+    srv->lclose = false;
+    pthread_cond_broadcast(&srv->cond);
+}
+
+void
+listen_stop(struct server *srv)
+{
+    LOCK_GUARD(&srv->lock);
+    if (!srv->nlfds)
+        return;
+    srv->lclose = true;
+    listen_wake(srv);
+    while (srv->lclose)
+        pthread_cond_wait(&srv->cond, &srv->lock);
+}
+
+void
+listen_loop(struct server *srv, int wake_fd)
 {
     struct pollfd pfd[17];
 
-    if (nfds > 16)
-        nfds = 16;
     while (!atomic_load(&srv->stopping)) {
         bool full;
         int n = 0, r;
 
         pthread_mutex_lock(&srv->lock);
+        if (srv->lclose)
+            close_listeners_locked(srv);
         full = srv->nr_conns >= srv->max_connections;
-        pthread_mutex_unlock(&srv->lock);
         pfd[n++] = (struct pollfd){ .fd = wake_fd, .events = POLLIN };
-        for (int i = 0; !full && i < nfds; i++)
-            pfd[n++] = (struct pollfd){ .fd = fds[i], .events = POLLIN };
+        for (int i = 0; !full && i < srv->nlfds; i++)
+            pfd[n++] = (struct pollfd){ .fd = srv->lfds[i],
+                                        .events = POLLIN };
+        pthread_mutex_unlock(&srv->lock);
         r = poll(pfd, n, srv->handshake_timeout || full ? 200 : 1000);
         reap_slow(srv);
         if (r <= 0)
@@ -215,8 +269,9 @@ listen_loop(struct server *srv, const int *fds, int nfds, int wake_fd)
                 start_conn(srv, fd);
         }
     }
-    /* Stop: wake every connection and wait for them to finish. */
+    /* Stop: no new clients; wake every connection and wait for them. */
     pthread_mutex_lock(&srv->lock);
+    close_listeners_locked(srv);
     for (struct conn *c = srv->conns; c; c = c->next)
         shutdown(c->fd, SHUT_RD);
     while (srv->nr_conns > 0)

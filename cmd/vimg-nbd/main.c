@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "qmp.h"
 #include "server.h"
 #include "setup.h"
 
@@ -113,13 +114,29 @@ to_dev_null(void)
         close(fd);
 }
 
+/* Release the daemon's own nodes (after exports and jobs). */
+static int
+close_roots(struct server *srv)
+{
+    int r = 0;
+
+    while (srv->nroots)
+        if (node_unref(srv->roots[--srv->nroots]) == -1) {
+            server_log("%s", vimg_get_error());
+            r = -1;
+        }
+    free(srv->roots);
+    srv->roots = NULL;
+    return r;
+}
+
 int
 main(int argc, char **argv)
 {
     struct setup st = { 0 };
     struct server srv = { .handshake_timeout = 10, .max_connections = 100,
                           .workers = 4 };
-    int fds[16], nfds = 0, ready_fd = -1, r = 0;
+    int fds[16], nfds = 0, ready_fd = -1, qfd = -1, r = 0;
     struct sigaction sa = { .sa_handler = on_signal };
 
     if (setup_parse(&st, argc, argv) == -1)
@@ -127,7 +144,10 @@ main(int argc, char **argv)
     if (st.exit_now)
         return 0;
     pthread_mutex_init(&srv.lock, NULL);
+    pthread_mutex_init(&srv.cmd_lock, NULL);
     pthread_rwlock_init(&srv.exports_lock, NULL);
+    job_registry_init(&srv.jobs, qmp_job_event, &srv);
+    srv.event = qmp_event;
     pthread_cond_init(&srv.cond, NULL);
     if (pipe2(wake_pipe, O_CLOEXEC) == -1)
         return 1;
@@ -138,7 +158,10 @@ main(int argc, char **argv)
     nfds = listen_activation(fds, 16);
     if (nfds == 0)
         nfds = setup_listen(&st, fds, 16);
-    if (nfds <= 0)
+    if (nfds < 0)
+        goto fail;
+    listen_start(&srv, fds, nfds, st.socket_path);
+    if (st.qmp_path && (qfd = qmp_listen(st.qmp_path)) == -1)
         goto fail;
     if (st.fork) {
         ready_fd = daemonize();
@@ -153,6 +176,10 @@ main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
+    if (qfd != -1 && qmp_start(&srv, qfd, st.qmp_path) == -1) {
+        server_log("cannot start the QMP thread");
+        goto fail;
+    }
     if (ready_fd != -1) {
         to_dev_null();
         if (write(ready_fd, "", 1) != 1)
@@ -160,12 +187,12 @@ main(int argc, char **argv)
         close(ready_fd);
         ready_fd = -1;
     }
-    listen_loop(&srv, fds, nfds, wake_pipe[0]);
-    for (int i = 0; i < nfds; i++)
-        close(fds[i]);
-    if (st.socket_path)
-        unlink(st.socket_path);
+    listen_loop(&srv, wake_pipe[0]);
+    qmp_stop(&srv);
+    job_cancel_all_sync(&srv.jobs);
     if (export_close_all(&srv) == -1)
+        r = 1;
+    if (close_roots(&srv) == -1)
         r = 1;
     if (st.pid_file)
         unlink(st.pid_file);
@@ -174,10 +201,19 @@ main(int argc, char **argv)
         r = 1;
     return r;
 fail:
+    if (qfd != -1) {
+        close(qfd);
+        unlink(st.qmp_path);
+    }
     export_close_all(&srv);
+    close_roots(&srv);
     tls_config_free(srv.tls);
-    if (st.socket_path && nfds > 0)
-        unlink(st.socket_path);
+    pthread_mutex_lock(&srv.lock);
+    for (int i = 0; i < srv.nlfds; i++)
+        close(srv.lfds[i]);
+    if (srv.lpath)
+        unlink(srv.lpath);
+    pthread_mutex_unlock(&srv.lock);
     setup_free(&st);
     return 1;
 }

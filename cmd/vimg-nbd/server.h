@@ -27,6 +27,7 @@
 
 #include <jansson.h>
 
+#include "job.h"
 #include "node.h"
 
 struct bitmap;
@@ -64,6 +65,13 @@ struct server {
     size_t nr_exports;
     /* QMP events (BLOCK_EXPORT_DELETED); takes DATA; may be NULL. */
     void (*event)(struct server *srv, const char *name, json_t *data);
+    struct qmp *qmp;          /* the management socket, or NULL */
+    struct job_registry jobs; /* live jobs */
+    /* Nodes the daemon owns (--blockdev, blockdev-add): one reference
+     * each; by cmd_lock, which serialises QMP commands. */
+    pthread_mutex_t cmd_lock;
+    struct node **roots;
+    size_t nroots;
     struct tls_config *tls; /* NULL: no TLS; else TLS is forced */
     unsigned handshake_timeout; /* seconds, 0 = none */
     unsigned max_connections;
@@ -72,7 +80,11 @@ struct server {
     int wake_fd;                /* write end of the accept loop's pipe */
 
     pthread_mutex_t lock;
-    pthread_cond_t cond;   /* signalled when a connection ends */
+    pthread_cond_t cond;   /* a connection ended; listeners changed */
+    int lfds[16];          /* listening sockets, by lock */
+    int nlfds;
+    char *lpath;           /* their unix socket path to unlink, or NULL */
+    bool lclose;           /* the accept loop is asked to close them */
     struct conn *conns;    /* list of live connections, by lock */
     unsigned nr_conns;     /* by lock */
     bool served;           /* a client has connected (by lock) */
@@ -173,8 +185,16 @@ int listen_unix(const char *path);
 int listen_tcp(const char *host, const char *port, int *fds, int max);
 /* Sockets passed by a socket-activating parent; 0 if none. */
 int listen_activation(int *fds, int max);
-/* Accept clients on FDS until srv->stopping; then drain. */
-void listen_loop(struct server *srv, const int *fds, int nfds, int wake_fd);
+/* Accept clients on srv->lfds until srv->stopping; then drain. */
+void listen_loop(struct server *srv, int wake_fd);
+/* Start listening on FDS (taken over; PATH: a unix socket to unlink when
+ * they close, copied).  -1 + vimg_error if the server already listens. */
+int listen_start(struct server *srv, const int *fds, int n,
+                 const char *path);
+/* Close the listening sockets (done by the accept loop; waits). */
+void listen_stop(struct server *srv);
+/* Wake the accept loop. */
+void listen_wake(struct server *srv);
 
 /* tls.c */
 struct tls_config *tls_config_new(const char *cert, const char *key,
@@ -183,6 +203,9 @@ void tls_config_free(struct tls_config *t);
 /* Run the server side of a TLS handshake on C's socket and switch C's
  * transport to it; -1 (with a message on stderr) on failure. */
 int tls_start(struct conn *c);
+
+/* qmp-block.c: make N (one reference taken over) a daemon-owned node. */
+int server_add_root(struct server *srv, struct node *n);
 
 /* main.c */
 void server_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

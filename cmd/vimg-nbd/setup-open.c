@@ -291,6 +291,11 @@ open_daemon(struct setup *st, struct server *srv)
     json_array_foreach(st->exports, i, ex)
         if (add_daemon_export(st, srv, ex) == -1)
             return -1;
+    /* The server owns the nodes from now on (blockdev-del, shutdown). */
+    for (i = 0; i < st->nnodes; i++)
+        if (server_add_root(srv, st->nodes[i]) == -1)
+            return -1;
+    st->nnodes = 0;
     return 0;
 }
 
@@ -334,6 +339,8 @@ setup_listen(struct setup *st, int *fds, int max)
         json_t *addr = json_object_get(st->nbd_server, "addr");
         const char *type = opts_get_str(addr, "type");
 
+        if (!st->nbd_server && st->qmp_path)
+            return 0; /* nbd-server-start may come later */
         if (!st->nbd_server) {
             server_log("no --nbd-server given: nowhere to listen");
             return -1;

@@ -16,7 +16,7 @@
 enum {
     OPT_IMAGE_OPTS = 256, OPT_FORK, OPT_PID_FILE, OPT_TLS_CERT, OPT_TLS_KEY,
     OPT_TLS_CA, OPT_TLS_PSK, OPT_HANDSHAKE_TIMEOUT, OPT_MAX_CONNECTIONS,
-    OPT_BLOCKDEV, OPT_NBD_SERVER, OPT_EXPORT, OPT_WORKERS,
+    OPT_BLOCKDEV, OPT_NBD_SERVER, OPT_EXPORT, OPT_WORKERS, OPT_QMP,
 };
 
 static const char short_opts[] = "hVrx:D:f:k:b:p:e:tB:A";
@@ -47,6 +47,7 @@ static const struct option long_opts[] = {
     { "blockdev", required_argument, NULL, OPT_BLOCKDEV },
     { "nbd-server", required_argument, NULL, OPT_NBD_SERVER },
     { "export", required_argument, NULL, OPT_EXPORT },
+    { "qmp", required_argument, NULL, OPT_QMP },
     { NULL, 0, NULL, 0 },
 };
 
@@ -92,6 +93,7 @@ usage(void)
         "addr.type=inet,addr.host=H,addr.port=N\n"
         "      --export=OPTS       type=nbd,id=ID,node-name=N[,name=NAME]"
         "[,writable=on][,bitmap=B]\n"
+        "      --qmp=SOCKET        a QMP management socket (mode 0600)\n"
         "  -h, --help              this help\n"
         "  -V, --version           version\n");
 }
@@ -169,6 +171,7 @@ parse_one(struct setup *st, int c, const char *arg)
     }
     case OPT_FORK: st->fork = true; return 0;
     case OPT_PID_FILE: st->pid_file = arg; return 0;
+    case OPT_QMP: st->qmp_path = arg; return 0;
     case OPT_TLS_CERT: st->tls_cert = arg; return 0;
     case OPT_TLS_KEY: st->tls_key = arg; return 0;
     case OPT_TLS_CA: st->tls_ca = arg; return 0;
@@ -233,7 +236,8 @@ setup_parse(struct setup *st, int argc, char **argv)
             return -1;
     if (st->exit_now)
         return 0;
-    if (st->exports || st->blockdevs || st->nbd_server) {
+    if (st->exports || st->blockdevs || st->nbd_server ||
+        (st->qmp_path && optind == argc)) {
         if (optind < argc) {
             server_log("unexpected argument '%s' with --export", argv[optind]);
             return -1;

@@ -24,6 +24,7 @@ struct setup {
     /* both modes */
     bool fork, exit_now;
     const char *pid_file;
+    const char *qmp_path; /* --qmp SOCKET */
     const char *tls_cert, *tls_key, *tls_ca, *tls_psk;
     long handshake_timeout, max_connections, workers; /* -1 = default */
     /* qemu-storage-daemon mode, parsed option trees (owned) */

@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * QMP bitmap commands: block-dirty-bitmap-add, -remove, -clear, -enable,
+ * -disable and -merge, as actions on a node's persistent bitmaps (the
+ * format driver's bitmap_op, all or nothing per command).  Also used by
+ * transactions (qmp-job.c) through qmp_bitmap_action().
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "qmp.h"
+#include "qmp-internal.h"
+
+static const struct {
+    const char *cmd;
+    enum bitmap_op_kind op;
+} kinds[] = {
+    { "block-dirty-bitmap-add", BITMAP_OP_ADD },
+    { "block-dirty-bitmap-remove", BITMAP_OP_REMOVE },
+    { "block-dirty-bitmap-clear", BITMAP_OP_CLEAR },
+    { "block-dirty-bitmap-enable", BITMAP_OP_ENABLE },
+    { "block-dirty-bitmap-disable", BITMAP_OP_DISABLE },
+    { "block-dirty-bitmap-merge", BITMAP_OP_MERGE },
+};
+
+static int
+check(json_t *args, enum bitmap_op_kind op)
+{
+    static const char *const add[] = { "node:s", "name:s", "?granularity:i",
+                                       "?persistent:b", "?disabled:b",
+                                       NULL };
+    static const char *const one[] = { "node:s", "name:s", NULL };
+    static const char *const merge[] = { "node:s", "target:s", "bitmaps:a",
+                                         NULL };
+
+    return qmp_check_args(args, op == BITMAP_OP_ADD     ? add
+                                : op == BITMAP_OP_MERGE ? merge
+                                                        : one);
+}
+
+/* Apply one command's action(s) to its node. */
+static int
+apply(struct server *srv, enum bitmap_op_kind op, json_t *args)
+{
+    struct bitmap_action a[64] = { 0 }, *last = NULL;
+    struct node *n, *srcs[64] = { 0 };
+    const char *name = qmp_str(args, op == BITMAP_OP_MERGE ? "target"
+                                                            : "name");
+    size_t na = 0;
+    json_t *b;
+    size_t i;
+    int r = -1;
+
+    if (check(args, op) == -1 || !(n = qmp_node(qmp_str(args, "node"))))
+        return -1;
+    if (!n->drv->bitmap_op) {
+        vimg_error(ENOTSUP, "Node '%s' cannot hold dirty bitmaps",
+                   n->node_name);
+        goto out;
+    }
+    if (op == BITMAP_OP_ADD && !qmp_bool(args, "persistent", false)) {
+        vimg_error(ENOTSUP, "Only persistent bitmaps are supported: add "
+                            "\"persistent\": true");
+        goto out;
+    }
+    if (op != BITMAP_OP_ADD && export_uses_bitmap(srv, n, name)) {
+        vimg_error(EBUSY, "Bitmap '%s' is currently in use by another "
+                          "operation and cannot be used", name);
+        goto out;
+    }
+    if (op != BITMAP_OP_MERGE) {
+        a[na++] = (struct bitmap_action){
+            .op = op, .name = name,
+            .granularity = (uint32_t)qmp_int(args, "granularity", 0),
+            .disabled = qmp_bool(args, "disabled", false) };
+    } else {
+        json_array_foreach(json_object_get(args, "bitmaps"), i, b) {
+            const char *src = json_is_string(b) ? json_string_value(b)
+                                                : qmp_str(b, "name");
+            const char *sn = json_is_string(b) ? NULL : qmp_str(b, "node");
+
+            if (!src || na == 64) {
+                vimg_error(EINVAL, "Invalid parameter 'bitmaps'");
+                goto out;
+            }
+            if (sn && !(srcs[na] = qmp_node(sn)))
+                goto out;
+            a[na] = (struct bitmap_action){ .op = BITMAP_OP_MERGE,
+                                            .name = name, .src = srcs[na],
+                                            .src_name = src };
+            na++;
+        }
+    }
+    for (i = 0; i < na; i++) {
+        if (last)
+            last->next = &a[i];
+        last = &a[i];
+    }
+    r = na ? n->drv->bitmap_op(n, a) : 0;
+out:
+    for (i = 0; i < 64; i++)
+        node_unref(srcs[i]);
+    node_unref(n);
+    return r;
+}
+
+int
+qmp_bitmap_action(struct server *srv, const char *type, json_t *data)
+{
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (!strcmp(kinds[i].cmd, type))
+            return apply(srv, kinds[i].op, data);
+    vimg_error(EINVAL, "unknown bitmap action '%s'", type);
+    return -1;
+}
+
+#define BITMAP_CMD(fn, op)                                                   \
+    static int fn(struct server *srv, json_t *args, json_t **ret)            \
+    {                                                                        \
+        (void)ret;                                                           \
+        return apply(srv, op, args);                                         \
+    }
+BITMAP_CMD(cmd_add, BITMAP_OP_ADD)
+BITMAP_CMD(cmd_remove, BITMAP_OP_REMOVE)
+BITMAP_CMD(cmd_clear, BITMAP_OP_CLEAR)
+BITMAP_CMD(cmd_enable, BITMAP_OP_ENABLE)
+BITMAP_CMD(cmd_disable, BITMAP_OP_DISABLE)
+BITMAP_CMD(cmd_merge, BITMAP_OP_MERGE)
+
+const struct qmp_command qmp_bitmap_commands[] = {
+    { "block-dirty-bitmap-add", cmd_add },
+    { "block-dirty-bitmap-remove", cmd_remove },
+    { "block-dirty-bitmap-clear", cmd_clear },
+    { "block-dirty-bitmap-enable", cmd_enable },
+    { "block-dirty-bitmap-disable", cmd_disable },
+    { "block-dirty-bitmap-merge", cmd_merge },
+    { NULL, NULL },
+};

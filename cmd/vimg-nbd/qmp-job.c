@@ -1,0 +1,331 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * QMP job commands: blockdev-backup, drive-backup, the job verbs
+ * (job-* and the older block-job-*), query-jobs, query-block-jobs.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "jobs.h"
+#include "qmp.h"
+#include "qmp-internal.h"
+#include "vimg.h"
+
+static int
+parse_on_error(json_t *args, const char *key, enum job_on_error *out)
+{
+    const char *v = qmp_str(args, key);
+
+    *out = ON_ERROR_REPORT;
+    if (!v || !strcmp(v, "report") || !strcmp(v, "auto") ||
+        !strcmp(v, "enospc"))
+        return 0;
+    if (!strcmp(v, "ignore")) {
+        *out = ON_ERROR_IGNORE;
+        return 0;
+    }
+    if (!strcmp(v, "stop")) {
+        *out = ON_ERROR_STOP;
+        return 0;
+    }
+    vimg_error(EINVAL, "Parameter '%s' does not accept value '%s'", key, v);
+    return -1;
+}
+
+/* sync, bitmap and bitmap-mode of a backup command into P. */
+static int
+parse_sync(json_t *args, struct backup_params *p)
+{
+    const char *sync = qmp_str(args, "sync");
+    const char *mode = qmp_str(args, "bitmap-mode");
+
+    p->bitmap = qmp_str(args, "bitmap");
+    if (!strcmp(sync, "full"))
+        p->sync = BACKUP_SYNC_FULL;
+    else if (!strcmp(sync, "top"))
+        p->sync = BACKUP_SYNC_TOP;
+    else if (!strcmp(sync, "none"))
+        p->sync = BACKUP_SYNC_NONE;
+    else if (!strcmp(sync, "incremental") || !strcmp(sync, "bitmap"))
+        p->sync = BACKUP_SYNC_BITMAP;
+    else {
+        vimg_error(EINVAL, "Parameter 'sync' does not accept value '%s'",
+                   sync);
+        return -1;
+    }
+    if (!strcmp(sync, "incremental")) {
+        if (mode && strcmp(mode, "on-success")) {
+            vimg_error(EINVAL, "Bitmap sync mode must be 'on-success' when "
+                               "using sync mode 'incremental'");
+            return -1;
+        }
+        mode = "on-success";
+    }
+    if (p->bitmap && !mode) {
+        vimg_error(EINVAL, "Bitmap sync mode must be given when providing "
+                           "a bitmap");
+        return -1;
+    }
+    if (!p->bitmap && mode) {
+        vimg_error(EINVAL, "Cannot specify bitmap sync mode without a "
+                           "bitmap");
+        return -1;
+    }
+    if (!mode || !strcmp(mode, "on-success"))
+        p->bitmap_mode = BITMAP_MODE_ON_SUCCESS;
+    else if (!strcmp(mode, "always"))
+        p->bitmap_mode = BITMAP_MODE_ALWAYS;
+    else if (!strcmp(mode, "never"))
+        p->bitmap_mode = BITMAP_MODE_NEVER;
+    else {
+        vimg_error(EINVAL, "Parameter 'bitmap-mode' does not accept value "
+                           "'%s'", mode);
+        return -1;
+    }
+    p->compress = qmp_bool(args, "compress", false);
+    if (parse_on_error(args, "on-source-error", &p->on_source_error) == -1 ||
+        parse_on_error(args, "on-target-error", &p->on_target_error) == -1)
+        return -1;
+    return 0;
+}
+
+#define BACKUP_COMMON                                                        \
+    "?job-id:s", "device:s", "sync:s", "?speed:i", "?bitmap:s",              \
+        "?bitmap-mode:s", "?compress:b", "?on-source-error:s",               \
+        "?on-target-error:s", "?auto-finalize:b", "?auto-dismiss:b",         \
+        "?filter-node-name:s", "?x-perf:o"
+
+/* Create (not start) a backup job from ARGS with target node DST. */
+static struct job *
+make_backup(struct server *srv, json_t *args, struct node *src,
+            struct node *dst, struct job_txn *txn)
+{
+    struct backup_params p = { .src = src, .dst = dst };
+    const char *id = qmp_str(args, "job-id");
+
+    if (parse_sync(args, &p) == -1)
+        return NULL;
+    if (qmp_int(args, "speed", 0) < 0) {
+        vimg_error(EINVAL, "Parameter 'speed' expects a non negative "
+                           "value");
+        return NULL;
+    }
+    return backup_create(&srv->jobs, id ? id : qmp_str(args, "device"), &p,
+                         qmp_bool(args, "auto-finalize", true),
+                         qmp_bool(args, "auto-dismiss", true),
+                         (uint64_t)qmp_int(args, "speed", 0), txn);
+}
+
+struct job *
+qmp_blockdev_backup(struct server *srv, json_t *args, struct job_txn *txn)
+{
+    static const char *const spec[] = { BACKUP_COMMON, "target:s", NULL };
+    struct node *src, *dst;
+    struct job *j;
+
+    if (qmp_check_args(args, spec) == -1 ||
+        !(src = qmp_node(qmp_str(args, "device"))))
+        return NULL;
+    dst = qmp_node(qmp_str(args, "target"));
+    j = dst ? make_backup(srv, args, src, dst, txn) : NULL;
+    node_unref(src);
+    node_unref(dst);
+    return j;
+}
+
+struct job *
+qmp_drive_backup(struct server *srv, json_t *args, struct job_txn *txn)
+{
+    static const char *const spec[] = { BACKUP_COMMON, "target:s",
+                                        "?format:s", "?mode:s", NULL };
+    const char *target = NULL, *fmt, *mode;
+    struct node *src, *dst = NULL;
+    struct job *j = NULL;
+    char opts[64];
+    vimg_node *h;
+
+    if (qmp_check_args(args, spec) == -1 ||
+        !(src = qmp_node(qmp_str(args, "device"))))
+        return NULL;
+    target = qmp_str(args, "target");
+    fmt = qmp_str(args, "format") ? qmp_str(args, "format") : src->drv->name;
+    mode = qmp_str(args, "mode");
+    if (mode && strcmp(mode, "existing") && strcmp(mode, "absolute-paths")) {
+        vimg_error(EINVAL, "Parameter 'mode' does not accept value '%s'",
+                   mode);
+        goto out;
+    }
+    if (!mode || strcmp(mode, "existing")) {
+        snprintf(opts, sizeof opts, "size=%llu",
+                 (unsigned long long)src->size);
+        if (vimg_create(fmt, target, opts, 0) == -1)
+            goto out;
+    }
+    h = vimg_open(target, fmt, VIMG_OPEN_RDWR);
+    if (!h)
+        goto out;
+    dst = node_of(h);
+    j = make_backup(srv, args, src, dst, txn);
+out:
+    node_unref(src);
+    node_unref(dst); /* the job holds its own reference */
+    return j;
+}
+
+/* Like QEMU, which runs these commands as one-action transactions: the
+ * job starts inside the drained section (running, paused, running). */
+static int
+start_new(struct job *j, json_t **ret)
+{
+    (void)ret;
+    if (!j || job_start_paused(j) == -1)
+        return -1;
+    job_resume_internal(j);
+    return 0;
+}
+
+static int
+cmd_blockdev_backup(struct server *srv, json_t *args, json_t **ret)
+{
+    return start_new(qmp_blockdev_backup(srv, args, NULL), ret);
+}
+
+static int
+cmd_drive_backup(struct server *srv, json_t *args, json_t **ret)
+{
+    return start_new(qmp_drive_backup(srv, args, NULL), ret);
+}
+
+static int
+cmd_query_jobs(struct server *srv, json_t *args, json_t **ret)
+{
+    static const char *const spec[] = { NULL };
+
+    if (qmp_check_args(args, spec) == -1)
+        return -1;
+    *ret = job_query_jobs(&srv->jobs);
+    return 0;
+}
+
+static int
+cmd_query_block_jobs(struct server *srv, json_t *args, json_t **ret)
+{
+    static const char *const spec[] = { NULL };
+
+    if (qmp_check_args(args, spec) == -1)
+        return -1;
+    *ret = job_query_block_jobs(&srv->jobs);
+    return 0;
+}
+
+/* The job verbs: job-X {id} and block-job-X {device}. */
+enum verb { V_PAUSE, V_RESUME, V_CANCEL, V_COMPLETE, V_FINALIZE,
+            V_DISMISS };
+
+static int
+run_verb(struct server *srv, enum verb v, const char *id, bool force)
+{
+    switch (v) {
+    case V_PAUSE: return job_user_pause(&srv->jobs, id);
+    case V_RESUME: return job_user_resume(&srv->jobs, id);
+    case V_CANCEL: return job_user_cancel(&srv->jobs, id, force);
+    case V_COMPLETE: return job_user_complete(&srv->jobs, id);
+    case V_FINALIZE: return job_user_finalize(&srv->jobs, id);
+    case V_DISMISS: return job_user_dismiss(&srv->jobs, id);
+    }
+    return -1;
+}
+
+static int
+job_verb(struct server *srv, json_t *args, enum verb v)
+{
+    static const char *const spec[] = { "id:s", NULL };
+
+    if (qmp_check_args(args, spec) == -1)
+        return -1;
+    return run_verb(srv, v, qmp_str(args, "id"), true);
+}
+
+static int
+block_job_verb(struct server *srv, json_t *args, enum verb v)
+{
+    static const char *const dev[] = { "device:s", NULL };
+    static const char *const cancel[] = { "device:s", "?force:b", NULL };
+    static const char *const id[] = { "id:s", NULL };
+    const char *name;
+    struct job *j;
+
+    if (qmp_check_args(args, v == V_CANCEL ? cancel
+                             : v == V_FINALIZE || v == V_DISMISS ? id
+                                                                 : dev) == -1)
+        return -1;
+    name = qmp_str(args, v == V_FINALIZE || v == V_DISMISS ? "id"
+                                                           : "device");
+    pthread_mutex_lock(&srv->jobs.lock);
+    j = job_find_locked(&srv->jobs, name);
+    pthread_mutex_unlock(&srv->jobs.lock);
+    if (!j) {
+        qmp_error_class("DeviceNotActive");
+        vimg_error(ENOENT, "Block job '%s' not found", name);
+        return -1;
+    }
+    return run_verb(srv, v, name, qmp_bool(args, "force", false));
+}
+
+#define VERB_CMDS(v, jname, bname)                                           \
+    static int jname(struct server *srv, json_t *args, json_t **ret)         \
+    {                                                                        \
+        (void)ret;                                                           \
+        return job_verb(srv, args, v);                                       \
+    }                                                                        \
+    static int bname(struct server *srv, json_t *args, json_t **ret)         \
+    {                                                                        \
+        (void)ret;                                                           \
+        return block_job_verb(srv, args, v);                                 \
+    }
+VERB_CMDS(V_PAUSE, cmd_job_pause, cmd_block_job_pause)
+VERB_CMDS(V_RESUME, cmd_job_resume, cmd_block_job_resume)
+VERB_CMDS(V_CANCEL, cmd_job_cancel, cmd_block_job_cancel)
+VERB_CMDS(V_COMPLETE, cmd_job_complete, cmd_block_job_complete)
+VERB_CMDS(V_FINALIZE, cmd_job_finalize, cmd_block_job_finalize)
+VERB_CMDS(V_DISMISS, cmd_job_dismiss, cmd_block_job_dismiss)
+
+static int
+cmd_block_job_set_speed(struct server *srv, json_t *args, json_t **ret)
+{
+    static const char *const spec[] = { "device:s", "speed:i", NULL };
+
+    (void)ret;
+    if (qmp_check_args(args, spec) == -1)
+        return -1;
+    if (qmp_int(args, "speed", 0) < 0) {
+        vimg_error(EINVAL, "Parameter 'speed' expects a non negative "
+                           "value");
+        return -1;
+    }
+    return job_user_set_speed(&srv->jobs, qmp_str(args, "device"),
+                              (uint64_t)qmp_int(args, "speed", 0));
+}
+
+const struct qmp_command qmp_job_commands[] = {
+    { "blockdev-backup", cmd_blockdev_backup },
+    { "drive-backup", cmd_drive_backup },
+    { "query-jobs", cmd_query_jobs },
+    { "query-block-jobs", cmd_query_block_jobs },
+    { "job-pause", cmd_job_pause },
+    { "job-resume", cmd_job_resume },
+    { "job-cancel", cmd_job_cancel },
+    { "job-complete", cmd_job_complete },
+    { "job-finalize", cmd_job_finalize },
+    { "job-dismiss", cmd_job_dismiss },
+    { "block-job-pause", cmd_block_job_pause },
+    { "block-job-resume", cmd_block_job_resume },
+    { "block-job-cancel", cmd_block_job_cancel },
+    { "block-job-complete", cmd_block_job_complete },
+    { "block-job-finalize", cmd_block_job_finalize },
+    { "block-job-dismiss", cmd_block_job_dismiss },
+    { "block-job-set-speed", cmd_block_job_set_speed },
+    { "transaction", qmp_transaction },
+    { NULL, NULL },
+};
