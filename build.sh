@@ -40,7 +40,7 @@ build() { # build DIR [cmake args...]
 }
 
 demo() {
-    local d vimg=$PWD/build/vimg vio=$PWD/build/vimg-io
+    local d vimg=$PWD/build/vimg vio=$PWD/build/vimg-io nbd=$PWD/build/vimg-nbd
     d=$(mktemp -d)
     trap 'rm -rf "$d"' RETURN
     cd "$d"
@@ -56,6 +56,26 @@ demo() {
     if command -v qemu-img >/dev/null; then
         qemu-img check top.qcow2
         qemu-img compare top.qcow2 top.qcow2
+    fi
+    if command -v nbdinfo >/dev/null; then
+        local pid i
+        "$nbd" --fork --pid-file "$d/nbd.pid" -t -k "$d/nbd.sock" -f qcow2 \
+            -r -A top.qcow2
+        pid=$(cat "$d/nbd.pid")
+        nbdinfo --map "nbd+unix:///?socket=$d/nbd.sock"
+        nbdinfo --map=qemu:allocation-depth "nbd+unix:///?socket=$d/nbd.sock"
+        kill -TERM "$pid"
+        { set +x; } 2>/dev/null # wait quietly for a clean exit
+        for ((i = 0; i < 200; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        set -x
+        if kill -0 "$pid" 2>/dev/null; then
+            echo "demo: vimg-nbd did not stop on SIGTERM" >&2
+            return 1
+        fi
+        [ ! -e "$d/nbd.pid" ] && [ ! -e "$d/nbd.sock" ]
     fi
     set +x
     cd - >/dev/null

@@ -583,6 +583,30 @@ node_block_status(struct node *n, bool want_zero, uint64_t off,
     }
 }
 
+int
+node_map(struct node *n, uint64_t off, uint64_t count, struct extent *e)
+{
+    if (check_range(n, off, count, false) == -1)
+        return -1;
+    for (;;) {
+        int r;
+
+        enter(n);
+        r = node_block_status_layer(n, false, off, count, e);
+        leave(n);
+        if (r == -1)
+            return -1;
+        if (e->flags & EXT_ALLOCATED)
+            return 0;
+        if (!n->backing || off >= n->backing->size) {
+            e->flags = 0;
+            return 0;
+        }
+        count = MIN(e->length, n->backing->size - off);
+        n = n->backing;
+    }
+}
+
 /* ---- truncate ------------------------------------------------------- */
 
 void

@@ -31,6 +31,11 @@ int node_flush(struct node *n);
 /* Whole-chain status of one extent at OFF (see struct vimg_extent). */
 int node_block_status(struct node *n, bool want_zero, uint64_t off,
                       uint64_t count, struct vimg_extent *ext);
+/* Where the data at OFF lives: like node_block_status (walking the
+ * chain), but the extent is the allocating layer's own, with EXT_*
+ * flags and, with EXT_OFFSET, the host offset in E->file (a protocol
+ * node).  Unallocated ranges come back with flags 0 (read as zeroes). */
+int node_map(struct node *n, uint64_t off, uint64_t count, struct extent *e);
 /* This layer only, with the driver's EXT_* flags; a node without
  * block_status reports one allocated data extent. */
 int node_block_status_layer(struct node *n, bool want_zero, uint64_t off,

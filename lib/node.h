@@ -279,6 +279,10 @@ extern const struct driver nbd_proto;
 extern const struct driver raw_format;
 extern const struct driver qcow2_format;
 
+/* The descriptor of a file protocol node opened without O_DIRECT, for
+ * zero-copy reads (sendfile); -1 for anything else. */
+int file_proto_fd(struct node *n);
+
 /* Look up a driver by name; NULL with vimg_error if unknown. */
 const struct driver *driver_find(const char *name);
 

@@ -19,7 +19,7 @@ enum {
     OPT_BLOCKDEV, OPT_NBD_SERVER, OPT_EXPORT, OPT_WORKERS, OPT_QMP,
 };
 
-static const char short_opts[] = "hVrx:D:f:k:b:p:e:tB:A";
+static const char short_opts[] = ":hVrx:D:f:k:b:p:e:tB:A";
 static const struct option long_opts[] = {
     { "help", no_argument, NULL, 'h' },
     { "version", no_argument, NULL, 'V' },
@@ -198,8 +198,7 @@ parse_one(struct setup *st, int c, const char *arg)
         }
         return 0;
     default:
-        fprintf(stderr, "Try 'vimg-nbd --help' for more information.\n");
-        return -1;
+        return -1; /* getopt's message was made one line above */
     }
 }
 
@@ -231,9 +230,29 @@ setup_parse(struct setup *st, int argc, char **argv)
 
     st->shared = st->handshake_timeout = st->max_connections = -1;
     st->workers = -1;
-    while ((c = getopt_long(argc, argv, short_opts, long_opts, NULL)) != -1)
+    opterr = 0; /* our own one-line messages */
+    while ((c = getopt_long(argc, argv, short_opts, long_opts, NULL)) != -1) {
+        if (c == '?') {
+            if (optopt)
+                server_log("invalid option -- '%c' (see --help)", optopt);
+            else
+                server_log("unrecognized option '%s' (see --help)",
+                           argv[optind - 1]);
+            return -1;
+        }
+        if (c == ':') {
+            server_log("option '%s' needs an argument", argv[optind - 1]);
+            return -1;
+        }
         if (parse_one(st, c, optarg) == -1)
             return -1;
+    }
+    if (st->port) {
+        long port;
+
+        if (parse_long("port", st->port, 1, 65535, &port) == -1)
+            return -1;
+    }
     if (st->exit_now)
         return 0;
     if (st->exports || st->blockdevs || st->nbd_server ||
@@ -245,9 +264,9 @@ setup_parse(struct setup *st, int argc, char **argv)
         return check_nbd_server(st->nbd_server);
     }
     if (optind != argc - 1) {
-        server_log(optind >= argc ? "Expected one argument (the image)"
-                                  : "Expected only one argument");
-        fprintf(stderr, "Try 'vimg-nbd --help' for more information.\n");
+        server_log(optind >= argc
+                       ? "Expected one argument (the image; see --help)"
+                       : "Expected only one argument (see --help)");
         return -1;
     }
     st->file = argv[optind];

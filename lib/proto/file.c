@@ -501,3 +501,14 @@ const struct driver file_proto = {
     .allocated_size = file_allocated_size,
     .set_perm = file_set_perm,
 };
+
+int
+file_proto_fd(struct node *n)
+{
+    const struct file_state *s;
+
+    if (!n || n->drv != &file_proto)
+        return -1;
+    s = n->state;
+    return s->direct ? -1 : s->fd;
+}
