@@ -499,7 +499,7 @@ verb_job_locked(struct job_registry *reg, const char *id, enum job_verb verb)
     struct job *j = job_find_locked(reg, id);
 
     if (!j) {
-        vimg_error(ENOENT, "Job '%s' not found", id);
+        vimg_error(ENOENT, "Job not found"); /* QEMU's words */
         return NULL;
     }
     if (!(verbs[verb] & (1u << j->status))) {
@@ -843,6 +843,13 @@ job_set_ready(struct job *j)
         return;
     set_status_locked(j, JOB_STATUS_READY);
     emit_locked(j->reg, "BLOCK_JOB_READY", block_event_data(j));
+}
+
+bool
+job_cancel_is_soft(struct job *j)
+{
+    LOCK_GUARD(&j->reg->lock);
+    return j->soft_cancel && !j->cancelled;
 }
 
 bool

@@ -170,6 +170,8 @@ void job_rate_limit(struct job *j, uint64_t bytes);
 void job_set_progress(struct job *j, uint64_t done, uint64_t total);
 /* running -> ready, with BLOCK_JOB_READY. */
 void job_set_ready(struct job *j);
+/* The job was cancelled softly (block-job-cancel of a ready job). */
+bool job_cancel_is_soft(struct job *j);
 /* job-complete was asked for (the job is ready). */
 bool job_should_complete(struct job *j);
 /* Emit BLOCK_JOB_ERROR for an I/O error the driver handles by ACTION

@@ -42,4 +42,36 @@ struct job *backup_create(struct job_registry *reg, const char *id,
                           bool auto_dismiss, uint64_t speed,
                           struct job_txn *txn);
 
+/* Copy [OFF, OFF+LEN) of SRC to DST (zeroes as zeroes; whole units of
+ * COMPRESS_UNIT bytes compressed, 0 = never).  -1 + vimg_error; *IS_READ
+ * says whether reading failed (else writing). */
+int job_copy_range(struct node *src, struct node *dst, uint64_t off,
+                   uint64_t len, uint32_t compress_unit, bool *is_read);
+
+/* Mirror (also the base of active commit). */
+enum mirror_sync { MIRROR_SYNC_FULL, MIRROR_SYNC_TOP, MIRROR_SYNC_NONE };
+
+struct mirror_params {
+    struct node *src, *dst; /* borrowed; the job takes references */
+    enum mirror_sync sync;
+    uint32_t granularity;   /* bytes per dirty bit; 0 = 64 KiB */
+    enum job_on_error on_source_error, on_target_error;
+    /* Once the copy has caught up and completion was asked for (or a
+     * ready job was cancelled softly: SWITCH false), hold SRC's users
+     * back, run FINAL(FINAL_OPAQUE) (it copies the last changes), and
+     * with SWITCH make them use DST instead.  NULL: SRC has no users to
+     * hold back or switch; FINAL runs directly. */
+    int (*switch_over)(void *opaque, struct node *src, struct node *dst,
+                       bool do_switch, int (*final)(void *),
+                       void *final_opaque);
+    void *opaque;
+};
+
+/* A mirror job: copies SRC to DST and keeps copying what is written to
+ * SRC; ready once caught up; on job-complete switches SRC's users to
+ * DST.  NULL + vimg_error. */
+struct job *mirror_create(struct job_registry *reg, const char *id,
+                          const struct mirror_params *p, bool auto_finalize,
+                          bool auto_dismiss, uint64_t speed);
+
 #endif

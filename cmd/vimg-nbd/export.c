@@ -152,6 +152,7 @@ export_free(struct export *e)
     free(e->id);
     free(e->name);
     free(e->description);
+    pthread_rwlock_destroy(&e->gate);
     free(e);
     return r;
 }
@@ -170,6 +171,16 @@ export_add(struct server *srv, const char *id, const char *name,
         return -1;
     }
     e->refcnt = 1; /* the list's */
+    {
+        pthread_rwlockattr_t ga;
+
+        /* A pivot waiting for the gate must not starve. */
+        pthread_rwlockattr_init(&ga);
+        pthread_rwlockattr_setkind_np(
+            &ga, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+        pthread_rwlock_init(&e->gate, &ga);
+        pthread_rwlockattr_destroy(&ga);
+    }
     e->node = node;
     e->size = node->size;
     e->writable = writable;
@@ -330,6 +341,38 @@ export_uses_node(struct server *srv, struct node *n)
         used = srv->exports[i]->node == n;
     pthread_rwlock_unlock(&srv->exports_lock);
     return used;
+}
+
+int
+export_pivot(struct server *srv, struct node *from, struct node *to,
+             int (*quiesced)(void *opaque), void *opaque)
+{
+    struct export *v[64];
+    size_t n = 0;
+    int r = 0;
+
+    pthread_rwlock_rdlock(&srv->exports_lock);
+    for (size_t i = 0; i < srv->nr_exports && n < 64; i++)
+        if (srv->exports[i]->node == from) {
+            v[n] = srv->exports[i];
+            atomic_fetch_add(&v[n]->refcnt, 1);
+            n++;
+        }
+    pthread_rwlock_unlock(&srv->exports_lock);
+    for (size_t i = 0; i < n; i++)
+        pthread_rwlock_wrlock(&v[i]->gate);
+    if (quiesced)
+        r = quiesced(opaque);
+    for (size_t i = 0; i < n; i++) {
+        if (r == 0 && to) {
+            node_ref(to);
+            v[i]->node = to;
+            node_unref(from);
+        }
+        pthread_rwlock_unlock(&v[i]->gate);
+        export_put(srv, v[i]);
+    }
+    return r;
 }
 
 int

@@ -3,8 +3,10 @@
  * QMP bitmap commands: block-dirty-bitmap-add, -remove, -clear, -enable,
  * -disable and -merge, as actions on a node's persistent bitmaps (the
  * format driver's bitmap_op, all or nothing per command).  Also used by
- * transactions (qmp-job.c) through qmp_bitmap_action().
+ * transactions (qmp-job.c) through qmp_bitmap_action().  Errors use
+ * QMP's wording, without qemu-img's "Operation ... failed: " prefix.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,6 +25,27 @@ static const struct {
     { "block-dirty-bitmap-disable", BITMAP_OP_DISABLE },
     { "block-dirty-bitmap-merge", BITMAP_OP_MERGE },
 };
+
+static const char *const op_names[] = { "add", "remove", "clear",
+                                        "enable", "disable", "merge" };
+
+/* Drop the "Operation OP on bitmap NAME failed: " that the format driver
+ * puts before its message (qemu-img bitmap's wording): QMP has none. */
+static void
+qmp_wording(enum bitmap_op_kind op, const char *name)
+{
+    char prefix[300], msg[1024];
+    int n = snprintf(prefix, sizeof prefix,
+                     "Operation %s on bitmap %.*s%s failed: ", op_names[op],
+                     200, name, strlen(name) > 200 ? "..." : "");
+    int saved = errno;
+
+    if (n <= 0 || (size_t)n >= sizeof prefix ||
+        strncmp(vimg_get_error(), prefix, (size_t)n))
+        return;
+    snprintf(msg, sizeof msg, "%s", vimg_get_error() + n);
+    vimg_error(saved, "%s", msg);
+}
 
 static int
 check(json_t *args, enum bitmap_op_kind op)
@@ -98,6 +121,8 @@ apply(struct server *srv, enum bitmap_op_kind op, json_t *args)
         last = &a[i];
     }
     r = na ? n->drv->bitmap_op(n, a) : 0;
+    if (r == -1)
+        qmp_wording(op, name);
 out:
     for (i = 0; i < 64; i++)
         node_unref(srcs[i]);

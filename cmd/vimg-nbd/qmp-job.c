@@ -5,7 +5,9 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "bitmap.h"
 #include "error.h"
 #include "jobs.h"
 #include "qmp.h"
@@ -117,6 +119,26 @@ make_backup(struct server *srv, json_t *args, struct node *src,
                          (uint64_t)qmp_int(args, "speed", 0), txn);
 }
 
+/* The checks a backup command's arguments can fail without a target. */
+static int
+backup_args_ok(json_t *args, struct node *src)
+{
+    struct backup_params p = { .src = src };
+    struct bitmap *bm;
+
+    if (parse_sync(args, &p) == -1)
+        return -1;
+    if (!p.bitmap)
+        return 0;
+    bm = src->drv->bitmap_get ? src->drv->bitmap_get(src, p.bitmap) : NULL;
+    if (!bm && (!src->drv->bitmap_get || errno == ENOENT)) {
+        vimg_error(ENOENT, "Dirty bitmap '%s' not found", p.bitmap);
+        return -1;
+    }
+    bitmap_free(bm);
+    return 0;
+}
+
 struct job *
 qmp_blockdev_backup(struct server *srv, json_t *args, struct job_txn *txn)
 {
@@ -142,6 +164,7 @@ qmp_drive_backup(struct server *srv, json_t *args, struct job_txn *txn)
     const char *target = NULL, *fmt, *mode;
     struct node *src, *dst = NULL;
     struct job *j = NULL;
+    bool created;
     char opts[64];
     vimg_node *h;
 
@@ -156,17 +179,30 @@ qmp_drive_backup(struct server *srv, json_t *args, struct job_txn *txn)
                    mode);
         goto out;
     }
-    if (!mode || strcmp(mode, "existing")) {
+    /* Refuse bad arguments before creating anything. */
+    if (backup_args_ok(args, src) == -1)
+        goto out;
+    created = !mode || strcmp(mode, "existing");
+    if (created) {
         snprintf(opts, sizeof opts, "size=%llu",
                  (unsigned long long)src->size);
         if (vimg_create(fmt, target, opts, 0) == -1)
             goto out;
     }
     h = vimg_open(target, fmt, VIMG_OPEN_RDWR);
-    if (!h)
-        goto out;
-    dst = node_of(h);
-    j = make_backup(srv, args, src, dst, txn);
+    if (h) {
+        dst = node_of(h);
+        j = make_backup(srv, args, src, dst, txn);
+    }
+    if (!j && created) {
+        char *msg = strdup(vimg_get_error());
+
+        node_unref(dst);
+        dst = NULL;
+        unlink(target);
+        vimg_error(EINVAL, "%s", msg ? msg : "drive-backup failed");
+        free(msg);
+    }
 out:
     node_unref(src);
     node_unref(dst); /* the job holds its own reference */
@@ -195,6 +231,148 @@ static int
 cmd_drive_backup(struct server *srv, json_t *args, json_t **ret)
 {
     return start_new(qmp_drive_backup(srv, args, NULL), ret);
+}
+
+/* --- mirror ----------------------------------------------------------- */
+
+/* The mirror's switch_over: exports of SRC follow to DST. */
+static int
+switch_exports(void *opaque, struct node *src, struct node *dst,
+               bool do_switch, int (*final)(void *), void *final_opaque)
+{
+    return export_pivot(opaque, src, do_switch ? dst : NULL, final,
+                        final_opaque);
+}
+
+#define MIRROR_COMMON                                                        \
+    "?job-id:s", "device:s", "target:s", "sync:s", "?replaces:s",          \
+        "?speed:i", "?granularity:i", "?buf-size:i", "?on-source-error:s",  \
+        "?on-target-error:s", "?filter-node-name:s", "?copy-mode:s",        \
+        "?auto-finalize:b", "?auto-dismiss:b"
+
+static int
+start_mirror(struct server *srv, json_t *args, struct node *src,
+             struct node *dst)
+{
+    struct mirror_params p = { .src = src, .dst = dst,
+                               .switch_over = switch_exports,
+                               .opaque = srv };
+    const char *sync = qmp_str(args, "sync");
+    const char *id = qmp_str(args, "job-id");
+    struct job *j;
+
+    if (!strcmp(sync, "full"))
+        p.sync = MIRROR_SYNC_FULL;
+    else if (!strcmp(sync, "top"))
+        p.sync = MIRROR_SYNC_TOP;
+    else if (!strcmp(sync, "none"))
+        p.sync = MIRROR_SYNC_NONE;
+    else {
+        vimg_error(EINVAL, "Parameter 'sync' does not accept value '%s'",
+                   sync);
+        return -1;
+    }
+    if (qmp_int(args, "speed", 0) < 0 ||
+        qmp_int(args, "granularity", 0) < 0) {
+        vimg_error(EINVAL, "Parameter 'speed' expects a non negative "
+                           "value");
+        return -1;
+    }
+    p.granularity = (uint32_t)qmp_int(args, "granularity", 0);
+    if (parse_on_error(args, "on-source-error", &p.on_source_error) == -1 ||
+        parse_on_error(args, "on-target-error", &p.on_target_error) == -1)
+        return -1;
+    j = mirror_create(&srv->jobs, id ? id : qmp_str(args, "device"), &p,
+                      qmp_bool(args, "auto-finalize", true),
+                      qmp_bool(args, "auto-dismiss", true),
+                      (uint64_t)qmp_int(args, "speed", 0));
+    return j ? job_start(j) : -1;
+}
+
+static int
+cmd_blockdev_mirror(struct server *srv, json_t *args, json_t **ret)
+{
+    static const char *const spec[] = { MIRROR_COMMON, NULL };
+    struct node *src, *dst;
+    int r = -1;
+
+    (void)ret;
+    if (qmp_check_args(args, spec) == -1 ||
+        !(src = qmp_node(qmp_str(args, "device"))))
+        return -1;
+    dst = qmp_node(qmp_str(args, "target"));
+    if (dst)
+        r = start_mirror(srv, args, src, dst);
+    node_unref(src);
+    node_unref(dst);
+    return r;
+}
+
+/* drive-mirror's target: created (mode absolute-paths, the default) as
+ * a FMT image of SRC's size, backed by SRC's backing file unless
+ * sync=full, or opened as it is (mode existing, e.g. an NBD URI). */
+static struct node *
+open_mirror_target(json_t *args, struct node *src)
+{
+    const char *target = qmp_str(args, "target");
+    const char *fmt = qmp_str(args, "format");
+    const char *mode = qmp_str(args, "mode");
+    const char *nn = qmp_str(args, "node-name");
+    bool full = !strcmp(qmp_str(args, "sync"), "full");
+    struct node *n;
+    vimg_node *h;
+
+    if (!fmt)
+        fmt = src->drv->name;
+    if (mode && strcmp(mode, "existing") && strcmp(mode, "absolute-paths")) {
+        vimg_error(EINVAL, "Parameter 'mode' does not accept value '%s'",
+                   mode);
+        return NULL;
+    }
+    if (!mode || strcmp(mode, "existing")) {
+        char opts[4200];
+
+        if (!full && src->backing && src->backing_full)
+            snprintf(opts, sizeof opts,
+                     "size=%llu,backing_file=%s,backing_fmt=%s",
+                     (unsigned long long)src->size, src->backing_full,
+                     src->backing->drv->name);
+        else
+            snprintf(opts, sizeof opts, "size=%llu",
+                     (unsigned long long)src->size);
+        if (vimg_create(fmt, target, opts, 0) == -1)
+            return NULL;
+    }
+    h = vimg_open(target, fmt, VIMG_OPEN_RDWR);
+    if (!h)
+        return NULL;
+    n = node_of(h);
+    if (nn) {
+        free(n->node_name);
+        n->node_name = strdup(nn);
+    }
+    return n;
+}
+
+static int
+cmd_drive_mirror(struct server *srv, json_t *args, json_t **ret)
+{
+    static const char *const spec[] = { MIRROR_COMMON, "?format:s",
+                                        "?node-name:s", "?mode:s",
+                                        "?unmap:b", NULL };
+    struct node *src, *dst;
+    int r = -1;
+
+    (void)ret;
+    if (qmp_check_args(args, spec) == -1 ||
+        !(src = qmp_node(qmp_str(args, "device"))))
+        return -1;
+    dst = open_mirror_target(args, src);
+    if (dst)
+        r = start_mirror(srv, args, src, dst);
+    node_unref(src);
+    node_unref(dst);
+    return r;
 }
 
 static int
@@ -247,6 +425,22 @@ job_verb(struct server *srv, json_t *args, enum verb v)
     return run_verb(srv, v, qmp_str(args, "id"), true);
 }
 
+/* block-job-*: an unknown job is DeviceNotActive, as in QEMU. */
+static bool
+job_exists(struct server *srv, const char *name)
+{
+    struct job *j;
+
+    pthread_mutex_lock(&srv->jobs.lock);
+    j = job_find_locked(&srv->jobs, name);
+    pthread_mutex_unlock(&srv->jobs.lock);
+    if (!j) {
+        qmp_error_class("DeviceNotActive");
+        vimg_error(ENOENT, "Block job '%s' not found", name);
+    }
+    return j != NULL;
+}
+
 static int
 block_job_verb(struct server *srv, json_t *args, enum verb v)
 {
@@ -254,7 +448,6 @@ block_job_verb(struct server *srv, json_t *args, enum verb v)
     static const char *const cancel[] = { "device:s", "?force:b", NULL };
     static const char *const id[] = { "id:s", NULL };
     const char *name;
-    struct job *j;
 
     if (qmp_check_args(args, v == V_CANCEL ? cancel
                              : v == V_FINALIZE || v == V_DISMISS ? id
@@ -262,14 +455,8 @@ block_job_verb(struct server *srv, json_t *args, enum verb v)
         return -1;
     name = qmp_str(args, v == V_FINALIZE || v == V_DISMISS ? "id"
                                                            : "device");
-    pthread_mutex_lock(&srv->jobs.lock);
-    j = job_find_locked(&srv->jobs, name);
-    pthread_mutex_unlock(&srv->jobs.lock);
-    if (!j) {
-        qmp_error_class("DeviceNotActive");
-        vimg_error(ENOENT, "Block job '%s' not found", name);
+    if (!job_exists(srv, name))
         return -1;
-    }
     return run_verb(srv, v, name, qmp_bool(args, "force", false));
 }
 
@@ -304,6 +491,8 @@ cmd_block_job_set_speed(struct server *srv, json_t *args, json_t **ret)
                            "value");
         return -1;
     }
+    if (!job_exists(srv, qmp_str(args, "device")))
+        return -1;
     return job_user_set_speed(&srv->jobs, qmp_str(args, "device"),
                               (uint64_t)qmp_int(args, "speed", 0));
 }
@@ -311,6 +500,8 @@ cmd_block_job_set_speed(struct server *srv, json_t *args, json_t **ret)
 const struct qmp_command qmp_job_commands[] = {
     { "blockdev-backup", cmd_blockdev_backup },
     { "drive-backup", cmd_drive_backup },
+    { "blockdev-mirror", cmd_blockdev_mirror },
+    { "drive-mirror", cmd_drive_mirror },
     { "query-jobs", cmd_query_jobs },
     { "query-block-jobs", cmd_query_block_jobs },
     { "job-pause", cmd_job_pause },

@@ -110,11 +110,9 @@ qmp_node(const char *name)
 {
     struct node *n = name ? node_find(name) : NULL;
 
-    if (!n) {
-        qmp_error_class("DeviceNotFound");
-        vimg_error(ENOENT, "Cannot find device=%s nor node-name=%s",
+    if (!n) /* GenericError, as bdrv_lookup_bs() */
+        vimg_error(ENOENT, "Cannot find device='%s' nor node-name='%s'",
                    name ? name : "", name ? name : "");
-    }
     return n;
 }
 

@@ -85,10 +85,10 @@ reply_result(struct conn *c, const struct req *rq, int r)
 }
 
 static void
-handle(struct worker *w, const struct req *rq, bool payload)
+handle_on(struct worker *w, const struct req *rq, bool payload,
+          struct node *n)
 {
     struct conn *c = w->c;
-    struct node *n = c->exp->node;
     bool fua = rq->flags & NBD_CMD_FLAG_FUA;
     unsigned zf = 0;
     int err = check_request(c, rq, payload), r = 0;
@@ -131,6 +131,18 @@ handle(struct worker *w, const struct req *rq, bool payload)
         break; /* a hint; the page cache does the rest */
     }
     reply_result(c, rq, r);
+}
+
+/* Run RQ on the export's node; the export's gate keeps the node from
+ * changing (a mirror or snapshot pivot) while it runs. */
+static void
+handle(struct worker *w, const struct req *rq, bool payload)
+{
+    struct export *e = w->c->exp;
+
+    pthread_rwlock_rdlock(&e->gate);
+    handle_on(w, rq, payload, e->node);
+    pthread_rwlock_unlock(&e->gate);
 }
 
 static int

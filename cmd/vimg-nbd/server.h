@@ -48,7 +48,8 @@ struct export {
     char *id;          /* --export id=, or NULL */
     char *name;        /* NBD export name ("" is valid) */
     char *description; /* or NULL */
-    struct node *node; /* one reference, owned */
+    pthread_rwlock_t gate; /* requests hold it shared; a pivot holds it */
+    struct node *node; /* one reference, owned; changes only under gate */
     uint64_t size;
     bool writable;
     bool alloc_depth;  /* offer qemu:allocation-depth */
@@ -176,6 +177,12 @@ json_t *export_query(struct server *srv);
 bool export_uses_bitmap(struct server *srv, struct node *n,
                         const char *name);
 bool export_uses_node(struct server *srv, struct node *n);
+/* Every export serving FROM serves TO from now on (a reference taken;
+ * TO NULL: they keep FROM).  Meanwhile their requests are held back:
+ * QUIESCED(OPAQUE), if not NULL, runs when none is in flight, and if it
+ * fails nothing changes. */
+int export_pivot(struct server *srv, struct node *from, struct node *to,
+                 int (*quiesced)(void *opaque), void *opaque);
 /* Flush and release every export; -1 if a flush or close failed. */
 int export_close_all(struct server *srv);
 

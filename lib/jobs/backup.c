@@ -56,45 +56,11 @@ struct backup {
     char *hook_error;         /* the first copy-before-write failure */
 };
 
-/* Copy [OFF, OFF+LEN) from source to target.  -1 with vimg_error;
- * *IS_READ says which side failed. */
 static int
 copy_range(struct backup *b, uint64_t off, uint64_t len, bool *is_read)
 {
-    CLEANUP_FREE char *buf = NULL;
-    uint64_t end = off + len;
-
-    while (off < end) {
-        struct vimg_extent ext;
-        uint64_t n;
-
-        *is_read = true;
-        if (node_block_status(b->src, false, off, end - off, &ext) == -1)
-            return -1;
-        n = ext.length;
-        if (ext.flags & VIMG_EXT_ZERO) {
-            *is_read = false;
-            if (node_pwrite_zeroes(b->dst, off, n, REQ_MAY_UNMAP) == -1)
-                return -1;
-        } else {
-            unsigned fl = 0;
-
-            if (!buf && !(buf = malloc(len))) {
-                vimg_error(ENOMEM, "out of memory");
-                return -1;
-            }
-            if (node_pread(b->src, buf, n, off) == -1)
-                return -1;
-            if (b->p.compress && IS_ALIGNED(off, CLUSTER) &&
-                (IS_ALIGNED(n, CLUSTER) || off + n == b->src->size))
-                fl = REQ_COMPRESSED;
-            *is_read = false;
-            if (node_pwrite(b->dst, buf, n, off, fl) == -1)
-                return -1;
-        }
-        off += n;
-    }
-    return 0;
+    return job_copy_range(b->src, b->dst, off, len,
+                          b->p.compress ? CLUSTER : 0, is_read);
 }
 
 /* Release [S, E) from busy; the bytes count as done unless PUT_BACK,
@@ -476,10 +442,16 @@ backup_create(struct job_registry *reg, const char *id,
     if (r == 0)
         r = fill_todo(b);
     if (r == 0) {
+        /* As QEMU: full and top count the whole disk, what needs no
+         * copy as done already; bitmap counts the dirty clusters. */
         b->total = bitmap_count(b->todo);
-        if (b->p.sync == BACKUP_SYNC_NONE)
+        if (b->p.sync == BACKUP_SYNC_FULL || b->p.sync == BACKUP_SYNC_TOP) {
+            b->done = b->src->size - b->total;
+            b->total = b->src->size;
+        } else if (b->p.sync == BACKUP_SYNC_NONE) {
             b->total = 0;
-        job_set_progress(j, 0, b->total);
+        }
+        job_set_progress(j, b->done, b->total);
         write_hook_add(b->src, &b->hook);
         b->hooked = true;
     }

@@ -6,13 +6,24 @@
     r = q.cmd("query-jobs")  # the whole reply: {"return": ...} or {"error": ...}
     e = q.wait_event("BLOCK_JOB_COMPLETED")
     q.statuses("j0")         # the JOB_STATUS_CHANGE statuses seen for a job
+    q.ok("query-jobs")       # the "return" value; AssertionError on error
+    q.wait_job("j0")         # wait for the job's "null" (or other) status
+    drained(q.statuses("j0"))  # without repeated paused/running pairs
+    q.bitmaps("d0")          # query-named-block-nodes' dirty-bitmaps of d0
+    w = Writer(sock, "d0", size)  # NBD writer thread: start(), pause(),
+                                  # resume(), stop() (returns the writes)
+    snapshot(sock, "d0", "ref.raw")   # nbdcopy an export into a raw file
 
 Command line: python3 qmp.py SOCKET COMMAND [JSON-ARGUMENTS] prints the
 reply after qmp_capabilities.
 """
 import json
+import os
+import random
 import socket
+import subprocess
 import sys
+import threading
 import time
 
 
@@ -71,6 +82,112 @@ class QMP:
         return [e["data"]["status"] for e in self.seen
                 if e["event"] == "JOB_STATUS_CHANGE" and
                 e["data"]["id"] == job_id]
+
+    def ok(self, _name, _args=None, **kw):
+        r = self.cmd(_name, _args, **kw)
+        assert "return" in r, (_name, _args, kw, r)
+        return r["return"]
+
+    def wait_job(self, job_id, status="null", timeout=60):
+        return self.wait_event("JOB_STATUS_CHANGE",
+                               {"id": job_id, "status": status}, timeout)
+
+    def event_names(self, job_id):
+        """The job events other than JOB_STATUS_CHANGE seen for JOB_ID."""
+        return [e["event"] for e in self.seen
+                if e["event"].startswith("BLOCK_JOB_") and
+                job_id in (e["data"].get("device"), e["data"].get("id"))]
+
+    def bitmaps(self, node):
+        for n in self.ok("query-named-block-nodes"):
+            if n["node-name"] == node:
+                # qsd lists a backup job's internal bitmap without a name
+                return sorted((b for b in n.get("dirty-bitmaps", [])
+                               if "name" in b), key=lambda b: b["name"])
+        raise KeyError(node)
+
+
+def drained(statuses):
+    """STATUSES with the "paused", "running" pairs of drained sections
+    after the first left out (qsd has one per graph change)."""
+    out, seen, i = [], False, 0
+    while i < len(statuses):
+        pair = statuses[i:i + 2] == ["paused", "running"]
+        if pair and seen:
+            i += 2
+            continue
+        seen |= pair
+        out.append(statuses[i])
+        i += 1
+    return out
+
+
+def nbd_uri(sock, name):
+    return "nbd+unix:///%s?socket=%s" % (name, sock)
+
+
+def snapshot(sock, name, path):
+    """Copy export NAME served on SOCK into the raw file PATH."""
+    subprocess.run(["nbdcopy", nbd_uri(sock, name), path], check=True)
+
+
+class Writer(threading.Thread):
+    """Writes random patterns to export NAME on SOCK until stop().
+
+    pause() returns once no write is in flight; resume() goes on.
+    """
+
+    def __init__(self, sock, name, size, seed=1, chunk=65536):
+        super().__init__(daemon=True)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import nbdraw
+        self.nbd = nbdraw.NBD(sock)
+        self.nbd.connect(name)
+        self.rng = random.Random(seed)
+        self.size, self.chunk = size, chunk
+        self.go = threading.Event()
+        self.idle = threading.Event()
+        self.done = False
+        self.writes = 0
+        self.error = None
+        self.go.set()
+
+    def run(self):
+        try:
+            while not self.done:
+                if not self.go.is_set():
+                    self.idle.set()
+                    self.go.wait()
+                    continue
+                self.idle.clear()
+                self.write_one()
+        except Exception as e:  # reported by stop()
+            self.error = e
+        self.idle.set()
+
+    def write_one(self):
+        n = self.rng.randint(1, 4) * self.chunk // 4
+        off = self.rng.randrange(0, self.size - n, 512)
+        r = self.nbd.pwrite(off, bytes([self.rng.randint(1, 255)]) * n)
+        assert r.error == 0, r
+        self.writes += 1
+        time.sleep(0.002)
+
+    def pause(self):
+        self.go.clear()
+        self.idle.wait(30)
+
+    def resume(self):
+        self.idle.clear()
+        self.go.set()
+
+    def stop(self):
+        self.done = True
+        self.go.set()
+        self.join(30)
+        if self.error:
+            raise self.error
+        return self.writes
 
 
 if __name__ == "__main__":

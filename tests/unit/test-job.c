@@ -243,7 +243,7 @@ test_job_pause_resume_and_verb_errors(void **state UNUSED)
     assert_string_equal(events, "created running paused running waiting "
                                 "pending BLOCK_JOB_COMPLETED concluded null");
     assert_int_equal(job_user_cancel(&reg, "nope", true), -1);
-    assert_string_equal(vimg_get_error(), "Job 'nope' not found");
+    assert_string_equal(vimg_get_error(), "Job not found");
 }
 
 static void
