@@ -583,6 +583,63 @@ node_block_status(struct node *n, bool want_zero, uint64_t off,
     }
 }
 
+/* Copy into N's own layer what its backing chain shows in [POS, END),
+ * which N does not allocate; the range is held. */
+static int
+populate_locked(struct node *n, uint64_t pos, uint64_t end)
+{
+    while (pos < end) {
+        CLEANUP_FREE char *buf = NULL;
+        struct vimg_extent be;
+        struct extent e;
+        uint64_t len;
+
+        if (node_block_status_layer(n, false, pos, end - pos, &e) == -1)
+            return -1;
+        len = e.length;
+        if (!(e.flags & EXT_ALLOCATED) && n->backing &&
+            pos < n->backing->size) {
+            len = MIN(len, n->backing->size - pos);
+            if (node_block_status(n->backing, false, pos, len, &be) == -1)
+                return -1;
+            len = be.length;
+            if (be.flags & VIMG_EXT_ZERO) {
+                if (format_zeroes_locked(n, pos, len, 0) == -1)
+                    return -1;
+            } else {
+                if (!(buf = malloc(len))) {
+                    vimg_error(ENOMEM, "out of memory");
+                    return -1;
+                }
+                if (node_pread(n->backing, buf, len, pos) == -1 ||
+                    format_pwrite_locked(n, buf, len, pos, 0) == -1)
+                    return -1;
+            }
+        }
+        pos += len;
+    }
+    return 0;
+}
+
+int
+node_populate(struct node *n, uint64_t off, uint64_t count)
+{
+    uint64_t a = n->cow_align, start, end;
+    struct inflight r;
+    int ret;
+
+    if (check_writable(n) == -1 || check_range(n, off, count, false) == -1)
+        return -1;
+    if (io_is_protocol(n) || count == 0)
+        return 0;
+    start = ALIGN_DOWN(off, a);
+    end = MIN(ALIGN_UP(off + count, a), n->size);
+    range_lock(n, &r, start, end - start);
+    ret = populate_locked(n, start, end);
+    io_range_unlock(n, &r);
+    return ret;
+}
+
 int
 node_map(struct node *n, uint64_t off, uint64_t count, struct extent *e)
 {

@@ -31,6 +31,12 @@ int node_flush(struct node *n);
 /* Whole-chain status of one extent at OFF (see struct vimg_extent). */
 int node_block_status(struct node *n, bool want_zero, uint64_t off,
                       uint64_t count, struct vimg_extent *ext);
+/* Copy-on-read: whatever N's backing chain shows in [OFF, OFF+COUNT)
+ * and N itself does not allocate is written into N (widened to whole
+ * cow_align units), atomically with respect to other writes to N, so a
+ * newer write is never overwritten.  The content N shows is unchanged
+ * (no bitmap marks, no hooks).  Live streaming uses it. */
+int node_populate(struct node *n, uint64_t off, uint64_t count);
 /* Where the data at OFF lives: like node_block_status (walking the
  * chain), but the extent is the allocating layer's own, with EXT_*
  * flags and, with EXT_OFFSET, the host offset in E->file (a protocol

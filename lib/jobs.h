@@ -74,4 +74,17 @@ struct job *mirror_create(struct job_registry *reg, const char *id,
                           const struct mirror_params *p, bool auto_finalize,
                           bool auto_dismiss, uint64_t speed);
 
+/* Stream: copy into TOP what its backing chain holds above BASE, then
+ * make BASE (NULL: nothing) TOP's backing file, recorded as
+ * BACKING_FILE (NULL: BASE's filename). */
+struct stream_params {
+    struct node *top, *base; /* borrowed; the job takes references */
+    const char *backing_file;
+    enum job_on_error on_error;
+};
+
+struct job *stream_create(struct job_registry *reg, const char *id,
+                          const struct stream_params *p, bool auto_finalize,
+                          bool auto_dismiss, uint64_t speed);
+
 #endif

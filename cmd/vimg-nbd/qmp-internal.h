@@ -20,4 +20,19 @@ struct job *qmp_drive_backup(struct server *srv, json_t *args,
 /* The transaction command (qmp-transaction.c). */
 int qmp_transaction(struct server *srv, json_t *args, json_t **ret);
 
+/* External snapshots (qmp-snapshot.c), also as transaction actions. */
+struct snapshot_undo {
+    struct node *base, *overlay; /* references while set */
+    char *created;               /* a file made by -sync, or NULL */
+    bool root_added;
+};
+/* Take snapshot action TYPE ("blockdev-snapshot-sync" or
+ * "blockdev-snapshot") with arguments ARGS; fills U on success. */
+int qmp_snapshot_action(struct server *srv, const char *type, json_t *args,
+                        struct snapshot_undo *u);
+/* Undo a successful action (exports back on the base, overlay gone). */
+void qmp_snapshot_undo(struct server *srv, struct snapshot_undo *u);
+/* Forget U (the snapshot stays). */
+void qmp_snapshot_release(struct snapshot_undo *u);
+
 #endif

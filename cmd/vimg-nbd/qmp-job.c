@@ -375,6 +375,67 @@ cmd_drive_mirror(struct server *srv, json_t *args, json_t **ret)
     return r;
 }
 
+/* --- stream ----------------------------------------------------------- */
+
+/* A node of N's backing chain by node-name or by filename; NULL +
+ * vimg_error if it is not there. */
+static struct node *
+chain_node(struct node *n, const char *nodename, const char *filename)
+{
+    for (struct node *b = n->backing; b; b = b->backing)
+        if ((nodename && !strcmp(b->node_name, nodename)) ||
+            (filename && b->filename && !strcmp(b->filename, filename))) {
+            node_ref(b);
+            return b;
+        }
+    vimg_error(ENOENT, "Base '%s' not found in the backing chain of '%s'",
+               nodename ? nodename : filename, n->node_name);
+    return NULL;
+}
+
+static int
+cmd_block_stream(struct server *srv, json_t *args, json_t **ret)
+{
+    static const char *const spec[] = {
+        "?job-id:s", "device:s", "?base:s", "?base-node:s", "?bottom:s",
+        "?backing-file:s", "?speed:i", "?on-error:s", "?filter-node-name:s",
+        "?auto-finalize:b", "?auto-dismiss:b", NULL
+    };
+    struct stream_params p = { 0 };
+    const char *id = qmp_str(args, "job-id");
+    struct job *j = NULL;
+
+    (void)ret;
+    if (qmp_check_args(args, spec) == -1 ||
+        parse_on_error(args, "on-error", &p.on_error) == -1)
+        return -1;
+    if (qmp_str(args, "bottom")) {
+        vimg_error(ENOTSUP, "Parameter 'bottom' is not supported; use "
+                            "'base-node'");
+        return -1;
+    }
+    if (qmp_int(args, "speed", 0) < 0) {
+        vimg_error(EINVAL, "Parameter 'speed' expects a non negative "
+                           "value");
+        return -1;
+    }
+    if (!(p.top = qmp_node(qmp_str(args, "device"))))
+        return -1;
+    if ((qmp_str(args, "base-node") || qmp_str(args, "base")) &&
+        !(p.base = chain_node(p.top, qmp_str(args, "base-node"),
+                              qmp_str(args, "base"))))
+        goto out;
+    p.backing_file = qmp_str(args, "backing-file");
+    j = stream_create(&srv->jobs, id ? id : qmp_str(args, "device"), &p,
+                      qmp_bool(args, "auto-finalize", true),
+                      qmp_bool(args, "auto-dismiss", true),
+                      (uint64_t)qmp_int(args, "speed", 0));
+out:
+    node_unref(p.top);
+    node_unref(p.base);
+    return j ? job_start(j) : -1;
+}
+
 static int
 cmd_query_jobs(struct server *srv, json_t *args, json_t **ret)
 {
@@ -502,6 +563,7 @@ const struct qmp_command qmp_job_commands[] = {
     { "drive-backup", cmd_drive_backup },
     { "blockdev-mirror", cmd_blockdev_mirror },
     { "drive-mirror", cmd_drive_mirror },
+    { "block-stream", cmd_block_stream },
     { "query-jobs", cmd_query_jobs },
     { "query-block-jobs", cmd_query_block_jobs },
     { "job-pause", cmd_job_pause },

@@ -154,7 +154,7 @@ cmd_query_commands(struct server *srv, json_t *args, json_t **ret)
     static const char *const spec[] = { NULL };
     const struct qmp_command *const all[] = {
         qmp_misc_commands, qmp_block_commands, qmp_export_commands,
-        qmp_bitmap_commands, qmp_job_commands,
+        qmp_bitmap_commands, qmp_job_commands, qmp_snapshot_commands,
     };
     json_t *a = json_array();
 

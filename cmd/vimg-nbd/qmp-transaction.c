@@ -25,6 +25,7 @@ struct action {
     struct job *job;       /* created backup job */
     struct node *node;     /* the bitmap's node (a reference) */
     struct bitmap *saved;  /* content to restore on undo */
+    struct snapshot_undo snap;
     bool done;
 };
 
@@ -63,6 +64,8 @@ undo(struct server *srv, struct action *a)
 
     if (a->job) {
         job_discard(a->job);
+    } else if (a->snap.overlay) {
+        qmp_snapshot_undo(srv, &a->snap);
     } else if (!strcmp(t, "block-dirty-bitmap-add")) {
         json_t *r = json_pack("{s:O,s:O}", "node", json_object_get(d, "node"),
                               "name", json_object_get(d, "name"));
@@ -97,6 +100,9 @@ do_action(struct server *srv, struct action *a, struct job_txn *txn)
         return (a->job = qmp_blockdev_backup(srv, a->data, txn)) ? 0 : -1;
     if (!strcmp(t, "drive-backup"))
         return (a->job = qmp_drive_backup(srv, a->data, txn)) ? 0 : -1;
+    if (!strcmp(t, "blockdev-snapshot-sync") ||
+        !strcmp(t, "blockdev-snapshot"))
+        return qmp_snapshot_action(srv, t, a->data, &a->snap);
     if (!strcmp(t, "block-dirty-bitmap-remove"))
         return save_bitmap(a); /* removed once everything else worked */
     if ((!strcmp(t, "block-dirty-bitmap-clear") ||
@@ -197,6 +203,8 @@ out:
         json_decref(v[i].data);
         node_unref(v[i].node);
         bitmap_free(v[i].saved);
+        if (v[i].snap.overlay)
+            qmp_snapshot_release(&v[i].snap);
     }
     return r;
 }

@@ -147,7 +147,7 @@ qmp_job_event(void *opaque, const char *name, json_t *data)
 
 static const struct qmp_command *const tables[] = {
     qmp_misc_commands, qmp_block_commands, qmp_export_commands,
-    qmp_bitmap_commands, qmp_job_commands,
+    qmp_bitmap_commands, qmp_job_commands, qmp_snapshot_commands,
 };
 
 static const struct qmp_command *

@@ -55,5 +55,6 @@ extern const struct qmp_command qmp_block_commands[];
 extern const struct qmp_command qmp_export_commands[];
 extern const struct qmp_command qmp_bitmap_commands[];
 extern const struct qmp_command qmp_job_commands[];
+extern const struct qmp_command qmp_snapshot_commands[];
 
 #endif
