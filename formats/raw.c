@@ -189,7 +189,15 @@ raw_create(const char *filename, json_t *opts)
     return r;
 }
 
+static int
+raw_reopen_rw(struct node *n)
+{
+    (void)n; /* nothing of its own */
+    return 0;
+}
+
 const struct driver raw_format = {
+    .reopen_rw = raw_reopen_rw,
     .name = "raw",
     .kind = DRV_FORMAT,
     .state_size = sizeof(struct raw_state),

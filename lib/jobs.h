@@ -55,6 +55,11 @@ struct mirror_params {
     struct node *src, *dst; /* borrowed; the job takes references */
     enum mirror_sync sync;
     uint32_t granularity;   /* bytes per dirty bit; 0 = 64 KiB */
+    /* sync=top copies what the layers of SRC's chain above depth
+     * TOP_DEPTH allocate (0 = 1: SRC alone); active commit sets it to
+     * the depth of its base (DST).  COMMIT names the job "commit". */
+    int top_depth;
+    bool commit;
     enum job_on_error on_source_error, on_target_error;
     /* Once the copy has caught up and completion was asked for (or a
      * ready job was cancelled softly: SWITCH false), hold SRC's users
@@ -85,6 +90,20 @@ struct stream_params {
 
 struct job *stream_create(struct job_registry *reg, const char *id,
                           const struct stream_params *p, bool auto_finalize,
+                          bool auto_dismiss, uint64_t speed);
+
+/* Intermediate commit: the data of TOP's chain above BASE goes into
+ * BASE (which must be writable), then ABOVE (the node whose backing is
+ * TOP) gets BASE as its backing, recorded as BACKING_FILE (NULL: BASE's
+ * filename). */
+struct commit_params {
+    struct node *above, *top, *base; /* borrowed */
+    const char *backing_file;
+    enum job_on_error on_error;
+};
+
+struct job *commit_create(struct job_registry *reg, const char *id,
+                          const struct commit_params *p, bool auto_finalize,
                           bool auto_dismiss, uint64_t speed);
 
 #endif

@@ -399,6 +399,40 @@ child_perms(const struct node *n, bool data)
     return c;
 }
 
+static int
+reopen_tree(struct node *n)
+{
+    if (n->flags & NODE_RDWR)
+        return 0;
+    if (!n->drv->reopen_rw) {
+        vimg_error(ENOTSUP, "%s: cannot be reopened read-write",
+                   n->drv->name);
+        return -1;
+    }
+    if ((n->file && reopen_tree(n->file) == -1) ||
+        (n->data_file && reopen_tree(n->data_file) == -1) ||
+        n->drv->reopen_rw(n) == -1)
+        return -1;
+    n->flags = (n->flags | NODE_RDWR) & ~NODE_FORCE_SHARE;
+    return 0;
+}
+
+int
+node_reopen_rw(struct node *n)
+{
+    int r;
+
+    if (n->flags & NODE_RDWR)
+        return 0;
+    node_drain_begin(n);
+    r = reopen_tree(n);
+    node_drain_end(n);
+    if (r == 0)
+        r = node_set_perm(n, n->perm | PERM_WRITE,
+                          n->shared & ~(PERM_WRITE | PERM_RESIZE));
+    return r;
+}
+
 int
 node_set_perm(struct node *n, unsigned perm, unsigned shared)
 {

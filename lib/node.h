@@ -207,6 +207,10 @@ struct driver {
      * use conflicts.  node.c calls it after open.  NULL: nothing to
      * lock. */
     int (*set_perm)(struct node *n);
+    /* Become writable (N was opened read-only): protocols reopen their
+     * file for writing and take their locks again; formats allow
+     * writes.  node_reopen_rw drained N.  NULL: not supported. */
+    int (*reopen_rw)(struct node *n);
 };
 
 /* Node flags. */
@@ -307,6 +311,10 @@ struct node *node_open_child(struct node *parent, json_t *opts,
 int node_set_perm(struct node *n, unsigned perm, unsigned shared);
 /* qemu-img's ImageInfo of N alone (new reference); NULL + vimg_error. */
 json_t *node_info_json(struct node *n);
+/* Make a read-only node (and its file and data-file) writable, as QEMU
+ * reopens the base of a commit; its permissions gain write.  -1 +
+ * vimg_error (nothing changed if the file cannot be reopened). */
+int node_reopen_rw(struct node *n);
 /* The live node called NAME, with a reference taken; NULL if none. */
 struct node *node_find(const char *name);
 /* Take / drop a reference (thread-safe).  The last unref closes the

@@ -436,6 +436,101 @@ out:
     return j ? job_start(j) : -1;
 }
 
+/* --- commit ----------------------------------------------------------- */
+
+/* Active commit: a mirror of DEV into BASE, exports following. */
+static struct job *
+active_commit(struct server *srv, json_t *args, const char *id,
+              struct node *dev, struct node *base, enum job_on_error err)
+{
+    struct mirror_params p = { .src = dev, .dst = base,
+                               .sync = MIRROR_SYNC_TOP, .commit = true,
+                               .on_source_error = err,
+                               .on_target_error = err,
+                               .switch_over = switch_exports,
+                               .opaque = srv };
+
+    for (struct node *b = dev; b != base; b = b->backing)
+        p.top_depth++;
+    if (node_reopen_rw(base) == -1)
+        return NULL;
+    return mirror_create(&srv->jobs, id, &p,
+                         qmp_bool(args, "auto-finalize", true),
+                         qmp_bool(args, "auto-dismiss", true),
+                         (uint64_t)qmp_int(args, "speed", 0));
+}
+
+static int
+cmd_block_commit(struct server *srv, json_t *args, json_t **ret)
+{
+    static const char *const spec[] = {
+        "?job-id:s", "device:s", "?base-node:s", "?base:s", "?top-node:s",
+        "?top:s", "?backing-file:s", "?speed:i", "?on-error:s",
+        "?filter-node-name:s", "?auto-finalize:b", "?auto-dismiss:b", NULL
+    };
+    const char *id = qmp_str(args, "job-id");
+    const char *tn = qmp_str(args, "top-node"), *tf = qmp_str(args, "top");
+    struct commit_params p = { 0 };
+    struct node *dev;
+    struct job *j = NULL;
+
+    (void)ret;
+    if (qmp_check_args(args, spec) == -1 ||
+        parse_on_error(args, "on-error", &p.on_error) == -1)
+        return -1;
+    if (qmp_int(args, "speed", 0) < 0) {
+        vimg_error(EINVAL, "Parameter 'speed' expects a non negative "
+                           "value");
+        return -1;
+    }
+    if (!(dev = qmp_node(qmp_str(args, "device"))))
+        return -1;
+    if (!id)
+        id = qmp_str(args, "device");
+    if (!dev->backing) {
+        vimg_error(EINVAL, "Top image file %s has no backing file",
+                   dev->node_name);
+        goto out;
+    }
+    if ((tn && strcmp(tn, dev->node_name)) ||
+        (tf && dev->filename && strcmp(tf, dev->filename))) {
+        if (!(p.top = chain_node(dev, tn, tf)))
+            goto out;
+    } else {
+        p.top = dev;
+        node_ref(dev);
+    }
+    if (qmp_str(args, "base-node") || qmp_str(args, "base")) {
+        p.base = chain_node(p.top, qmp_str(args, "base-node"),
+                            qmp_str(args, "base"));
+    } else if (p.top->backing) {
+        for (p.base = p.top->backing; p.base->backing;)
+            p.base = p.base->backing;
+        node_ref(p.base);
+    } else {
+        vimg_error(EINVAL, "Top image %s has no backing file",
+                   p.top->node_name);
+    }
+    if (!p.base)
+        goto out;
+    if (p.top == dev) {
+        j = active_commit(srv, args, id, dev, p.base, p.on_error);
+    } else {
+        for (p.above = dev; p.above->backing != p.top;)
+            p.above = p.above->backing;
+        p.backing_file = qmp_str(args, "backing-file");
+        j = commit_create(&srv->jobs, id, &p,
+                          qmp_bool(args, "auto-finalize", true),
+                          qmp_bool(args, "auto-dismiss", true),
+                          (uint64_t)qmp_int(args, "speed", 0));
+    }
+out:
+    node_unref(p.top);
+    node_unref(p.base);
+    node_unref(dev);
+    return j ? job_start(j) : -1;
+}
+
 static int
 cmd_query_jobs(struct server *srv, json_t *args, json_t **ret)
 {
@@ -564,6 +659,7 @@ const struct qmp_command qmp_job_commands[] = {
     { "blockdev-mirror", cmd_blockdev_mirror },
     { "drive-mirror", cmd_drive_mirror },
     { "block-stream", cmd_block_stream },
+    { "block-commit", cmd_block_commit },
     { "query-jobs", cmd_query_jobs },
     { "query-block-jobs", cmd_query_block_jobs },
     { "job-pause", cmd_job_pause },

@@ -385,6 +385,16 @@ err:
 }
 
 static int
+qcow2_reopen_rw(struct node *n)
+{
+    struct qcow2_state *s = n->state;
+
+    LOCK_GUARD(&s->lock);
+    s->readonly = false; /* metadata changes start at the first write */
+    return 0;
+}
+
+static int
 qcow2_close(struct node *n)
 {
     struct qcow2_state *s = n->state;
@@ -540,5 +550,6 @@ const struct driver qcow2_format = {
     .bitmap_op = qcow2_bitmap_op,
     .bitmap_get = qcow2_bitmap_get,
     .bitmap_live = qcow2_bitmap_live,
+    .reopen_rw = qcow2_reopen_rw,
     .create = qcow2_create,
 };

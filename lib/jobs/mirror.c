@@ -185,6 +185,13 @@ static const struct job_driver mirror_driver = {
     .clean = mirror_clean,
 };
 
+/* Active commit is a mirror into the chain's base, called "commit". */
+static const struct job_driver commit_active_driver = {
+    .type = "commit",
+    .run = mirror_run,
+    .clean = mirror_clean,
+};
+
 /* Mark what the sync mode copies (SRC drained). */
 static int
 fill(struct mirror *m)
@@ -209,14 +216,13 @@ fill(struct mirror *m)
         return 0;
     }
     while (off < size) {
-        struct extent le;
+        int top = m->p.top_depth ? m->p.top_depth : 1;
 
-        if (node_block_status_layer(m->src, false, off, size - off, &le) ==
-            -1)
+        if (node_block_status(m->src, false, off, size - off, &ve) == -1)
             return -1;
-        if (le.flags & EXT_ALLOCATED)
-            bitmap_set(m->dirty, off, le.length);
-        off += le.length;
+        if ((ve.flags & VIMG_EXT_ALLOCATED) && ve.depth < top)
+            bitmap_set(m->dirty, off, ve.length);
+        off += ve.length;
     }
     return 0;
 }
@@ -257,8 +263,9 @@ mirror_create(struct job_registry *reg, const char *id,
     m->dst = p->dst;
     node_ref(m->src);
     node_ref(m->dst);
-    j = job_create(reg, id, &mirror_driver, m, auto_finalize, auto_dismiss,
-                   speed, NULL);
+    j = job_create(reg, id, p->commit ? &commit_active_driver
+                                      : &mirror_driver,
+                   m, auto_finalize, auto_dismiss, speed, NULL);
     if (!j) {
         mirror_clean(&(struct job){ .opaque = m });
         return NULL;

@@ -74,6 +74,34 @@ file_set_perm(struct node *n)
     return 0;
 }
 
+static int open_fd(const char *filename, int oflags, bool direct);
+
+/* A new descriptor opened for writing replaces the read-only one; the
+ * lock bytes move to it (the old ones are released first, or our own
+ * locks would conflict with the new ones). */
+static int
+file_reopen_rw(struct node *n)
+{
+    struct file_state *s = n->state;
+    int fd = open_fd(n->filename, O_RDWR, s->direct), old = s->fd;
+
+    if (fd == -1)
+        return -1;
+    if (!s->no_locking &&
+        (lock_update(old, n->filename, s->locked_perm, s->locked_shared, 0,
+                     PERM_ALL) == -1 ||
+         lock_update(fd, n->filename, 0, PERM_ALL, s->locked_perm,
+                     s->locked_shared) == -1)) {
+        lock_update(old, n->filename, 0, PERM_ALL, s->locked_perm,
+                    s->locked_shared);
+        close(fd);
+        return -1;
+    }
+    s->fd = fd;
+    close(old);
+    return 0;
+}
+
 /* cache.direct from OPTS' "cache" object (QEMU's cache options). */
 static int
 get_cache_direct(json_t *opts, bool *direct)
@@ -500,6 +528,7 @@ const struct driver file_proto = {
     .truncate = file_truncate,
     .allocated_size = file_allocated_size,
     .set_perm = file_set_perm,
+    .reopen_rw = file_reopen_rw,
 };
 
 int
