@@ -70,3 +70,14 @@ make_disk() {
     ! kill -0 "$pid" 2>/dev/null
     [ ! -e "$T/f.sock" ]
 }
+
+@test "nbdinfo --json and --json --list match qemu-nbd" {
+    make_disk
+    vnbd_start v -t -r -f qcow2 -x disk -D "test disk" -B bm0 -A d.qcow2
+    qnbd_start q -r -f qcow2 -x disk -D "test disk" -B bm0 -A d.qcow2
+    diff <(nbdinfo --json "nbd+unix:///disk?socket=$T/v.sock" | sed 's/v\.sock/S/') \
+        <(nbdinfo --json "nbd+unix:///disk?socket=$T/q.sock" | sed 's/q\.sock/S/')
+    diff <(nbdinfo --json --list "$U" | sed 's/v\.sock/S/') \
+        <(nbdinfo --json --list "$QU" | sed 's/q\.sock/S/')
+    vnbd_stop
+}
