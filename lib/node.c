@@ -39,6 +39,7 @@
 #include "error.h"
 #include "io.h"
 #include "lock.h"
+#include "node-bitmaps.h"
 #include "node.h"
 #include "options.h"
 
@@ -164,6 +165,7 @@ node_free(struct node *n)
     pthread_cond_destroy(&n->io_cond);
     pthread_mutex_destroy(&n->dirty_lock);
     pthread_rwlock_destroy(&n->hooks_lock);
+    node_mem_bitmaps_free(n);
     bitmap_ptr_vector_reset(&n->dirty);
     free(n->state);
     free(n->node_name);

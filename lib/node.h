@@ -263,6 +263,10 @@ struct node {
      * side. */
     pthread_rwlock_t hooks_lock;
     struct write_hook *hooks;
+
+    /* In-memory (non-persistent) bitmaps, by dirty_lock
+     * (lib/node-bitmaps.c). */
+    struct mem_bitmap *mem_bitmaps;
 };
 
 /* The public opaque handle is the internal node. */

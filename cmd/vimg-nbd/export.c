@@ -21,6 +21,7 @@
 #include "bitmap.h"
 #include "cleanup.h"
 #include "dirty.h"
+#include "node-bitmaps.h"
 #include "io.h"
 #include "server.h"
 
@@ -42,34 +43,6 @@ export_by_id_locked(struct server *srv, const char *id)
     return NULL;
 }
 
-/* Is bitmap NAME of N recording writes (qcow2's "auto" flag)? */
-static bool
-bitmap_recording(struct node *n, const char *name)
-{
-    json_t *info = json_object(), *bms, *b;
-    bool rec = false;
-    size_t i;
-
-    if (!info || !n->drv->info || n->drv->info(n, info) == -1)
-        goto out;
-    bms = json_object_get(json_object_get(json_object_get(info,
-                                                          "format-specific"),
-                                          "data"),
-                          "bitmaps");
-    json_array_foreach(bms, i, b) {
-        json_t *f;
-        size_t j;
-
-        if (strcmp(json_string_value(json_object_get(b, "name")) ?: "", name))
-            continue;
-        json_array_foreach(json_object_get(b, "flags"), j, f)
-            rec |= !strcmp(json_string_value(f) ?: "", "auto");
-    }
-out:
-    json_decref(info);
-    return rec;
-}
-
 static int
 attach_bitmap(struct export *e, const char *name)
 {
@@ -83,9 +56,7 @@ attach_bitmap(struct export *e, const char *name)
     for (struct node *m = e->node; m; m = m->backing) {
         struct bitmap *bm;
 
-        if (!m->drv->bitmap_get)
-            continue;
-        bm = m->drv->bitmap_get(m, name);
+        bm = node_bitmap_copy(m, name);
         if (!bm && errno == ENOENT)
             continue;
         if (!bm)
@@ -93,7 +64,7 @@ attach_bitmap(struct export *e, const char *name)
         /* qemu: a read-only export's copy would go stale while another
          * user writes the node. */
         if (!e->writable && (m->flags & NODE_RDWR) &&
-            bitmap_recording(m, name)) {
+            node_bitmap_recording(m, name)) {
             bitmap_free(bm);
             vimg_error(EINVAL,
                        "Enabled bitmap '%s' incompatible with readonly "
@@ -107,7 +78,7 @@ attach_bitmap(struct export *e, const char *name)
             vimg_error(ENOMEM, "out of memory");
             return -1;
         }
-        if (e->writable && m == e->node && bitmap_recording(m, name)) {
+        if (e->writable && m == e->node && node_bitmap_recording(m, name)) {
             dirty_lock(m);
             if (dirty_track_locked(m, bm) == 0)
                 eb->owner = m;

@@ -10,7 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bitmap.h"
 #include "error.h"
+#include "node-bitmaps.h"
 #include "qmp.h"
 #include "qmp-internal.h"
 
@@ -62,6 +64,36 @@ check(json_t *args, enum bitmap_op_kind op)
                                                         : one);
 }
 
+/* Before a merge changes anything: every source exists and is usable,
+ * with the target's granularity. */
+static bool
+merge_sources_ok(struct node *n, const struct bitmap_action *a, size_t na)
+{
+    struct bitmap *dst, *src;
+    bool ok = true;
+
+    if (na == 0 || a[0].op != BITMAP_OP_MERGE)
+        return true;
+    if (!(dst = node_bitmap_copy(n, a[0].name)))
+        return false;
+    for (size_t i = 0; ok && i < na; i++) {
+        src = node_bitmap_copy(a[i].src ? a[i].src : n, a[i].src_name);
+        ok = src != NULL;
+        bitmap_free(src);
+    }
+    bitmap_free(dst);
+    return ok;
+}
+
+static int
+run_actions(struct node *n, const struct bitmap_action *a, size_t na)
+{
+    for (size_t i = 0; i < na; i++)
+        if (node_bitmap_action(n, &a[i]) == -1)
+            return -1;
+    return 0;
+}
+
 /* Apply one command's action(s) to its node. */
 static int
 apply(struct server *srv, enum bitmap_op_kind op, json_t *args)
@@ -77,16 +109,6 @@ apply(struct server *srv, enum bitmap_op_kind op, json_t *args)
 
     if (check(args, op) == -1 || !(n = qmp_node(qmp_str(args, "node"))))
         return -1;
-    if (!n->drv->bitmap_op) {
-        vimg_error(ENOTSUP, "Node '%s' cannot hold dirty bitmaps",
-                   n->node_name);
-        goto out;
-    }
-    if (op == BITMAP_OP_ADD && !qmp_bool(args, "persistent", false)) {
-        vimg_error(ENOTSUP, "Only persistent bitmaps are supported: add "
-                            "\"persistent\": true");
-        goto out;
-    }
     if (op != BITMAP_OP_ADD && export_uses_bitmap(srv, n, name)) {
         vimg_error(EBUSY, "Bitmap '%s' is currently in use by another "
                           "operation and cannot be used", name);
@@ -115,12 +137,13 @@ apply(struct server *srv, enum bitmap_op_kind op, json_t *args)
             na++;
         }
     }
-    for (i = 0; i < na; i++) {
-        if (last)
-            last->next = &a[i];
-        last = &a[i];
-    }
-    r = na ? n->drv->bitmap_op(n, a) : 0;
+    (void)last;
+    if (op == BITMAP_OP_ADD)
+        r = node_bitmap_add(n, name, a[0].granularity,
+                            qmp_bool(args, "persistent", false),
+                            a[0].disabled);
+    else
+        r = merge_sources_ok(n, a, na) ? run_actions(n, a, na) : -1;
     if (r == -1)
         qmp_wording(op, name);
 out:

@@ -10,6 +10,7 @@
 
 #include "bitmap.h"
 #include "error.h"
+#include "node-bitmaps.h"
 #include "options.h"
 #include "qmp.h"
 
@@ -128,6 +129,19 @@ bitmaps_json(struct server *srv, struct node *n, json_t *info)
             json_object_set_new(o, "inconsistent", json_true());
         bitmap_free(bm);
         json_array_append_new(out, o);
+    }
+    {
+        json_t *mem = node_mem_bitmaps_json(n), *m;
+
+        json_array_foreach(mem, i, m) {
+            const char *name = json_string_value(json_object_get(m, "name"));
+
+            json_object_set_new(m, "busy",
+                                json_boolean(export_uses_bitmap(srv, n,
+                                                                name)));
+            json_array_append(out, m);
+        }
+        json_decref(mem);
     }
     return out;
 }

@@ -9,6 +9,7 @@
 
 #include "bitmap.h"
 #include "error.h"
+#include "node-bitmaps.h"
 #include "jobs.h"
 #include "qmp.h"
 #include "qmp-internal.h"
@@ -130,8 +131,8 @@ backup_args_ok(json_t *args, struct node *src)
         return -1;
     if (!p.bitmap)
         return 0;
-    bm = src->drv->bitmap_get ? src->drv->bitmap_get(src, p.bitmap) : NULL;
-    if (!bm && (!src->drv->bitmap_get || errno == ENOENT)) {
+    bm = node_bitmap_copy(src, p.bitmap);
+    if (!bm && errno == ENOENT) {
         vimg_error(ENOENT, "Dirty bitmap '%s' not found", p.bitmap);
         return -1;
     }

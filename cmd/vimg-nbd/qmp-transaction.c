@@ -14,6 +14,7 @@
 
 #include "bitmap.h"
 #include "error.h"
+#include "node-bitmaps.h"
 #include "qmp.h"
 #include "qmp-internal.h"
 
@@ -48,11 +49,11 @@ save_bitmap(struct action *a)
     a->node = qmp_node(qmp_str(a->data, "node"));
     if (!a->node)
         return -1;
-    if (!a->node->drv->bitmap_get || !name) {
-        vimg_error(ENOENT, "Dirty bitmap '%s' not found", name ? name : "");
+    if (!name) {
+        vimg_error(ENOENT, "Dirty bitmap '' not found");
         return -1;
     }
-    a->saved = a->node->drv->bitmap_get(a->node, name);
+    a->saved = node_bitmap_copy(a->node, name);
     return a->saved ? 0 : -1;
 }
 
@@ -78,12 +79,12 @@ undo(struct server *srv, struct action *a)
                                    ? "block-dirty-bitmap-disable"
                                    : "block-dirty-bitmap-enable",
                           d);
-    } else if (a->saved && a->node->drv->bitmap_live) {
+    } else if (a->saved) {
         const char *name = qmp_str(d, !strcmp(t, "block-dirty-bitmap-merge")
                                           ? "target"
                                           : "name");
 
-        a->node->drv->bitmap_live(a->node, name, restore_content, a->saved);
+        node_bitmap_with(a->node, name, restore_content, a->saved);
     }
 }
 

@@ -34,6 +34,7 @@
 #include "hook.h"
 #include "io.h"
 #include "jobs.h"
+#include "node-bitmaps.h"
 #include "vimg.h"
 
 #define CLUSTER (64u * 1024)
@@ -287,8 +288,7 @@ backup_abort(struct job *j)
     struct backup *b = j->opaque;
 
     if (b->snapshot && b->p.bitmap_mode != BITMAP_MODE_NEVER &&
-        b->src->drv->bitmap_live(b->src, b->bitmap_name, restore_bitmap,
-                                 b) == -1)
+        node_bitmap_with(b->src, b->bitmap_name, restore_bitmap, b) == -1)
         fprintf(stderr, "backup %s: bitmap '%s' not restored: %s\n", j->id,
                 b->bitmap_name, vimg_get_error());
 }
@@ -391,10 +391,6 @@ check_params(const struct backup_params *p)
         vimg_error(EINVAL, "a bitmap cannot be used with sync mode 'none'");
         return -1;
     }
-    if (p->bitmap && !p->src->drv->bitmap_live) {
-        vimg_error(ENOENT, "Dirty bitmap '%s' not found", p->bitmap);
-        return -1;
-    }
     return 0;
 }
 
@@ -438,7 +434,7 @@ backup_create(struct job_registry *reg, const char *id,
     /* The point in time: no write in flight while the hook goes in. */
     node_drain_begin(b->src);
     if (p->bitmap)
-        r = b->src->drv->bitmap_live(b->src, p->bitmap, snapshot_bitmap, b);
+        r = node_bitmap_with(b->src, p->bitmap, snapshot_bitmap, b);
     if (r == 0)
         r = fill_todo(b);
     if (r == 0) {

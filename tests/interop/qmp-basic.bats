@@ -93,3 +93,52 @@ PY
     qemu-img compare -U out-v.qcow2 d.qcow2
     qemu-img check out-v.qcow2
 }
+
+# bitmap_counts QMPSOCK NBDSOCK: add a non-persistent bitmap, write
+# through an export started over QMP, print the dirty-bitmaps of d0.
+bitmap_counts() {
+    python3 - "$1" "$QMPPY" "$2" <<'PY'
+import json, subprocess, sys, importlib.util
+spec = importlib.util.spec_from_file_location("qmp", sys.argv[2])
+m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+q = m.QMP(sys.argv[1])
+q.cmd("qmp_capabilities")
+for args in ({"node": "d0", "name": "tmp"},
+             {"node": "d0", "name": "off", "disabled": True,
+              "granularity": 4096}):
+    r = q.cmd("block-dirty-bitmap-add", args)
+    assert r.get("return") == {}, r
+r = q.cmd("nbd-server-start", addr={"type": "unix",
+                                    "data": {"path": sys.argv[3]}})
+assert r.get("return") == {}, r
+r = q.cmd("block-export-add", type="nbd", id="e0", node_name="d0",
+          writable=True)
+assert r.get("return") == {}, r
+subprocess.run(["qemu-io", "-f", "raw", "-c", "write -P 7 1M 100k",
+                "-c", "write -z 5M 64k",
+                "nbd+unix:///d0?socket=" + sys.argv[3]],
+               check=True, capture_output=True)
+r = q.cmd("block-dirty-bitmap-merge", node="d0", target="off",
+          bitmaps=["tmp"])
+assert r.get("return") == {}, r
+nodes = q.cmd("query-named-block-nodes")["return"]
+d0 = [n for n in nodes if n["node-name"] == "d0"][0]
+print(json.dumps(sorted(d0["dirty-bitmaps"], key=lambda b: b["name"]),
+                 sort_keys=True))
+r = q.cmd("block-dirty-bitmap-remove", node="d0", name="tmp")
+assert r.get("return") == {}, r
+PY
+}
+
+@test "non-persistent bitmaps record, merge and list as in qemu-storage-daemon" {
+    qemu-img create -f qcow2 d.qcow2 64M >/dev/null
+    cp d.qcow2 q.qcow2
+    start_vimg v d.qcow2
+    start_qsd q q.qcow2
+    vout=$(bitmap_counts "$T/v.qmp" "$T/v.nbd")
+    qout=$(bitmap_counts "$T/q.qmp" "$T/q.nbd")
+    echo "vimg: $vout" >&2
+    echo "qsd:  $qout" >&2
+    [ "$vout" = "$qout" ]
+    [[ "$vout" == *'"count": 196608'* ]]
+}
