@@ -577,6 +577,7 @@ job_user_resume(struct job_registry *reg, const char *id)
     }
     j->user_paused = false;
     j->pause_count--;
+    j->io_status = NULL; /* a stopped job retries */
     pthread_cond_broadcast(&reg->cond);
     return 0;
 }
@@ -732,7 +733,8 @@ job_query_block_jobs(struct job_registry *reg)
             j->status == JOB_STATUS_READY || j->status == JOB_STATUS_STANDBY;
         json_t *o = json_pack(
             "{s:b,s:s,s:s,s:b,s:b,s:I,s:I,s:s,s:b,s:I,s:b,s:s}",
-            "auto-finalize", j->auto_finalize, "io-status", "ok", "device",
+            "auto-finalize", j->auto_finalize, "io-status",
+            j->io_status ? j->io_status : "ok", "device",
             j->id, "auto-dismiss", j->auto_dismiss, "busy", j->busy, "len",
             (json_int_t)j->total, "offset", (json_int_t)j->progress, "status",
             status_names[j->status], "paused", paused, "speed",
@@ -860,7 +862,7 @@ job_should_complete(struct job *j)
 }
 
 void
-job_io_error(struct job *j, bool is_read, const char *action)
+job_io_error(struct job *j, bool is_read, const char *action, int err)
 {
     LOCK_GUARD(&j->reg->lock);
     emit_locked(j->reg, "BLOCK_JOB_ERROR",
@@ -869,5 +871,6 @@ job_io_error(struct job *j, bool is_read, const char *action)
     if (!strcmp(action, "stop") && !j->user_paused) {
         j->user_paused = true;
         j->pause_count++;
+        j->io_status = err == ENOSPC ? "nospace" : "failed";
     }
 }

@@ -109,6 +109,7 @@ struct job {
     char *error;       /* the failure message, or NULL */
     uint64_t progress, total;
     uint64_t speed;                     /* bytes per second, 0 = unlimited */
+    const char *io_status; /* query-block-jobs' io-status; NULL = ok */
     uint64_t rate_start_ns, rate_bytes; /* the current rate window */
     bool busy;
 
@@ -174,9 +175,12 @@ void job_set_ready(struct job *j);
 bool job_cancel_is_soft(struct job *j);
 /* job-complete was asked for (the job is ready). */
 bool job_should_complete(struct job *j);
-/* Emit BLOCK_JOB_ERROR for an I/O error the driver handles by ACTION
- * ("report", "ignore", "stop"); "stop" also pauses the job. */
-void job_io_error(struct job *j, bool is_read, const char *action);
+/* Emit BLOCK_JOB_ERROR for an I/O error (errno ERR) the driver handles
+ * by ACTION ("report", "ignore", "stop"); "stop" also pauses the job
+ * (io-status nospace or failed until resumed).  With ignore and stop the
+ * driver retries the failed range (as QEMU). */
+void job_io_error(struct job *j, bool is_read, const char *action,
+                  int err);
 
 const char *job_status_name(enum job_status s);
 

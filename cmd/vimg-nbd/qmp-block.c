@@ -79,9 +79,15 @@ cmd_blockdev_del(struct server *srv, json_t *args, json_t **ret)
 
         if (strcmp(n->node_name, nn))
             continue;
-        if (__atomic_load_n(&n->refcnt, __ATOMIC_ACQUIRE) > 1) {
+        if (server_backing_parent(srv, n)) {
             vimg_error(EBUSY, "Node '%s' is busy: node is used as backing "
-                              "hd, exported or used by a job", nn);
+                              "hd of '%s'",
+                       nn, server_backing_parent(srv, n)->node_name);
+            return -1;
+        }
+        if (__atomic_load_n(&n->refcnt, __ATOMIC_ACQUIRE) > 1) {
+            vimg_error(EBUSY, "Node '%s' is busy: node is exported or used "
+                              "by a job", nn);
             return -1;
         }
         memmove(&srv->roots[i], &srv->roots[i + 1],
@@ -92,6 +98,31 @@ cmd_blockdev_del(struct server *srv, json_t *args, json_t **ret)
     qmp_error_class("GenericError");
     vimg_error(ENOENT, "Failed to find node with node-name='%s'", nn);
     return -1;
+}
+
+/* Look for a node whose backing is N among the daemon's nodes, the
+ * exports' and their chains. */
+static struct node *
+parent_in_chain(struct node *from, struct node *n)
+{
+    for (struct node *b = from; b; b = b->backing)
+        if (b->backing == n)
+            return b;
+    return NULL;
+}
+
+struct node *
+server_backing_parent(struct server *srv, struct node *n)
+{
+    struct node *p = NULL;
+
+    for (size_t i = 0; !p && i < srv->nroots; i++)
+        p = parent_in_chain(srv->roots[i], n);
+    pthread_rwlock_rdlock(&srv->exports_lock);
+    for (size_t i = 0; !p && i < srv->nr_exports; i++)
+        p = parent_in_chain(srv->exports[i]->node, n);
+    pthread_rwlock_unlock(&srv->exports_lock);
+    return p;
 }
 
 /* query-named-block-nodes' dirty-bitmaps for N. */
@@ -120,6 +151,8 @@ bitmaps_json(struct server *srv, struct node *n, json_t *info)
         bm = n->drv->bitmap_get ? n->drv->bitmap_get(n, name) : NULL;
         if (!bm && errno == EINVAL)
             inuse = true;
+        if (inuse && !bm)
+            rec = false; /* an inconsistent bitmap records nothing */
         o = json_pack("{s:s,s:b,s:b,s:b,s:O,s:I}", "name", name,
                       "recording", rec, "persistent", true, "busy",
                       export_uses_bitmap(srv, n, name), "granularity",
@@ -146,6 +179,14 @@ bitmaps_json(struct server *srv, struct node *n, json_t *info)
     return out;
 }
 
+/* Read-only as QEMU shows it: a backing layer is read-only to its
+ * users even where vimg keeps it open for writing (commit, snapshot). */
+static bool
+node_read_only(struct server *srv, struct node *n)
+{
+    return !(n->flags & NODE_RDWR) || server_backing_parent(srv, n);
+}
+
 static json_t *
 node_json(struct server *srv, struct node *n)
 {
@@ -159,7 +200,7 @@ node_json(struct server *srv, struct node *n)
     o = json_pack("{s:i,s:s,s:O,s:i,s:b,s:s,s:i,s:s,s:i,s:i,s:i,s:b,s:i,"
                   "s:i,s:{s:b,s:b,s:b},s:s}",
                   "iops_rd", 0, "detect_zeroes", "off", "image", info,
-                  "iops_wr", 0, "ro", !(n->flags & NODE_RDWR), "node-name",
+                  "iops_wr", 0, "ro", node_read_only(srv, n), "node-name",
                   n->node_name, "backing_file_depth", depth, "drv",
                   n->drv->name, "iops", 0, "bps_wr", 0, "write_threshold",
                   0, "encrypted", false, "bps", 0, "bps_rd", 0, "cache",

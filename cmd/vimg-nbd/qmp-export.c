@@ -126,7 +126,8 @@ add_export(struct server *srv, const char *id, const char *nodename,
 
     if (!n)
         return -1;
-    if (writable && !(n->flags & NODE_RDWR)) {
+    if (writable && (!(n->flags & NODE_RDWR) ||
+                     server_backing_parent(srv, n))) {
         node_unref(n);
         vimg_error(EROFS, "Cannot export read-only node as writable");
         return -1;

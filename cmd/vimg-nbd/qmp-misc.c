@@ -116,6 +116,17 @@ qmp_node(const char *name)
     return n;
 }
 
+struct node *
+qmp_node_by_name(const char *name)
+{
+    struct node *n = name ? node_find(name) : NULL;
+
+    if (!n)
+        vimg_error(ENOENT, "Cannot find device='' nor node-name='%s'",
+                   name ? name : "");
+    return n;
+}
+
 static int
 cmd_capabilities(struct server *srv, json_t *args, json_t **ret)
 {

@@ -41,6 +41,14 @@ static int
 attach(struct server *srv, struct node *base, struct node *overlay,
        bool new_root, struct snapshot_undo *u)
 {
+    struct node *parent = server_backing_parent(srv, base);
+
+    if (parent) {
+        vimg_error(EBUSY, "Node '%s' is busy: node is used as backing hd "
+                          "of '%s'",
+                   base->node_name, parent->node_name);
+        goto fail;
+    }
     if (overlay->backing) {
         vimg_error(EINVAL, "The overlay already has a backing image");
         goto fail;
@@ -107,7 +115,8 @@ snapshot_sync(struct server *srv, json_t *args, struct snapshot_undo *u)
                    mode);
         return -1;
     }
-    if (!(base = qmp_node(dev)))
+    if (!(base = qmp_str(args, "node-name") ? qmp_node_by_name(dev)
+                                            : qmp_node(dev)))
         return -1;
     if (nn) {
         struct node *dup = node_find(nn);

@@ -48,6 +48,8 @@ bool qmp_bool(json_t *args, const char *key, bool dflt);
 int64_t qmp_int(json_t *args, const char *key, int64_t dflt);
 /* A node by node-name (a reference taken); NULL + vimg_error. */
 struct node *qmp_node(const char *name);
+/* The same for a "node-name" argument (QEMU's message names no device). */
+struct node *qmp_node_by_name(const char *name);
 
 /* The command tables of qmp-*.c. */
 extern const struct qmp_command qmp_misc_commands[];

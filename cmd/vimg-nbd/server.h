@@ -211,6 +211,8 @@ void tls_config_free(struct tls_config *t);
  * transport to it; -1 (with a message on stderr) on failure. */
 int tls_start(struct conn *c);
 
+/* qmp-block.c: a node whose backing is N, or NULL (no reference). */
+struct node *server_backing_parent(struct server *srv, struct node *n);
 /* qmp-block.c: make N (one reference taken over) a daemon-owned node. */
 int server_add_root(struct server *srv, struct node *n);
 

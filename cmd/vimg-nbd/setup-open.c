@@ -178,6 +178,16 @@ open_blockdevs(struct setup *st)
         }
         json_decref(opts);
     }
+    /* Nodes opened as another's file or backing are the daemon's too
+     * (listed, exportable, kept until blockdev-del), as in QEMU. */
+    for (i = 0; i < n && r == 0; i++) {
+        const char *nn = json_string_value(
+            json_object_get(json_array_get(st->blockdevs, i), "node-name"));
+        struct node *node = used[i] && nn ? node_find(nn) : NULL;
+
+        if (node)
+            st->nodes[st->nnodes++] = node;
+    }
     free(used);
     return r;
 }

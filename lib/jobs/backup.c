@@ -146,11 +146,13 @@ copy_failed(struct backup *b, uint64_t s, uint64_t e, bool is_read)
 {
     enum job_on_error act = is_read ? b->p.on_source_error
                                     : b->p.on_target_error;
+    int err = errno;
     CLEANUP_FREE char *msg = strdup(vimg_get_error());
 
-    job_io_error(b->job, is_read, action_names[act]);
+    job_io_error(b->job, is_read, action_names[act], err);
     pthread_mutex_lock(&b->lock);
-    release_locked(b, s, e, act != ON_ERROR_IGNORE);
+    /* The range goes back to be copied again (ignore and stop retry). */
+    release_locked(b, s, e, true);
     pthread_mutex_unlock(&b->lock);
     if (act == ON_ERROR_REPORT) {
         vimg_error(EIO, "%s", msg ? msg : "I/O error");

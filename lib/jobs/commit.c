@@ -62,17 +62,17 @@ commit_run(struct job *j)
         if ((e.flags & VIMG_EXT_ALLOCATED) && e.depth < bd &&
             job_copy_range(c->top, c->base, off, len, 0, &is_read) == -1) {
             enum job_on_error act = c->on_error;
+            int err = errno;
             char *msg = strdup(vimg_get_error());
 
-            job_io_error(j, is_read, action_names[act]);
+            job_io_error(j, is_read, action_names[act], err);
             if (act == ON_ERROR_REPORT) {
                 vimg_error(EIO, "%s", msg ? msg : "I/O error");
                 free(msg);
                 return -1;
             }
             free(msg);
-            if (act == ON_ERROR_STOP)
-                continue;
+            continue; /* ignore and stop retry (stop after resume) */
         }
         off += len;
         job_set_progress(j, off, size);

@@ -91,6 +91,7 @@ copy_run(struct mirror *m, uint64_t s, uint64_t e)
     bool is_read;
     enum job_on_error act;
     char *msg;
+    int err;
 
     if (job_copy_range(m->src, m->dst, s, e - s, 0, &is_read) == 0) {
         m->done += e - s;
@@ -98,10 +99,10 @@ copy_run(struct mirror *m, uint64_t s, uint64_t e)
         return 0;
     }
     act = is_read ? m->p.on_source_error : m->p.on_target_error;
+    err = errno;
     msg = strdup(vimg_get_error());
-    job_io_error(m->job, is_read, action_names[act]);
-    if (act != ON_ERROR_IGNORE)
-        redirty(m, s, e);
+    job_io_error(m->job, is_read, action_names[act], err);
+    redirty(m, s, e); /* retried: ignore and stop as QEMU */
     if (act == ON_ERROR_REPORT) {
         vimg_error(EIO, "%s", msg ? msg : "I/O error");
         free(msg);

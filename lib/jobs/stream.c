@@ -69,17 +69,17 @@ stream_run(struct job *j)
             !(bd == INT_MAX && (e.flags & VIMG_EXT_ZERO)) &&
             node_populate(s->top, off, len) == -1) {
             enum job_on_error act = s->on_error;
+            int err = errno;
             char *msg = strdup(vimg_get_error());
 
-            job_io_error(j, true, action_names[act]);
+            job_io_error(j, true, action_names[act], err);
             if (act == ON_ERROR_REPORT) {
                 vimg_error(EIO, "%s", msg ? msg : "I/O error");
                 free(msg);
                 return -1;
             }
             free(msg);
-            if (act == ON_ERROR_STOP)
-                continue; /* paused; retried after resume */
+            continue; /* ignore and stop retry (stop after resume) */
         }
         off += len;
         job_set_progress(j, off, size);

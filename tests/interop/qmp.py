@@ -32,7 +32,9 @@ class QMP:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         self.sock.connect(path)
-        self.file = self.sock.makefile("rw")
+        # Read-only: a text "rw" file throws away what it has read ahead
+        # (events sent just before a reply) each time it is written to.
+        self.file = self.sock.makefile("r")
         self.events = []
         self.seen = []
         self.greeting = self._read()
@@ -49,8 +51,7 @@ class QMP:
         args.update({k.replace("_", "-"): v for k, v in kw.items()})
         if args:
             msg["arguments"] = args
-        self.file.write(json.dumps(msg) + "\n")
-        self.file.flush()
+        self.sock.sendall((json.dumps(msg) + "\n").encode())
         while True:
             r = self._read()
             if "event" in r:
@@ -188,6 +189,29 @@ class Writer(threading.Thread):
         if self.error:
             raise self.error
         return self.writes
+
+
+def exports(q):
+    """query-block-exports sorted by id, with QEMU's automatic node names
+    ("#block123", a naming artifact) shown as "#auto"."""
+    out = []
+    for e in q.ok("query-block-exports"):
+        e = dict(e)
+        if e.get("node-name", "").startswith("#"):
+            e["node-name"] = "#auto"
+        out.append(e)
+    return sorted(out, key=lambda e: e["id"])
+
+
+def write_pattern(sock, name, off, n, pat, fua=False):
+    """One NBD write of N bytes of PAT at OFF to export NAME on SOCK
+    (with FUA: durable once acknowledged)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import nbdraw
+    c = nbdraw.NBD(sock)
+    c.connect(name)
+    r = c.pwrite(off, bytes([pat]) * n, nbdraw.CMD_FLAG_FUA if fua else 0)
+    assert r.error == 0, r
 
 
 if __name__ == "__main__":
