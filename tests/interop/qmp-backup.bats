@@ -7,32 +7,13 @@
 # with equivalent options on copies of one image) and compares the results.
 
 load ../helpers
+load qmp
 
 eval "helpers_$(declare -f setup)"
 setup() {
     helpers_setup
     requires qemu-storage-daemon qemu-img qemu-io nbdcopy python3 jq
     export PYTHONPATH=$VIMG_SRC/tests/interop PYTHONDONTWRITEBYTECODE=1
-}
-
-# start_daemon vimg|qsd NAME IMAGE: serve IMAGE (qcow2) as node d0,
-# exported writable as "d0" on the unix socket $T/NAME.nbd, with a QMP
-# socket at $T/NAME.qmp.
-start_daemon() {
-    local bd="driver=qcow2,node-name=d0,file.driver=file,file.filename=$3"
-    local nbd="addr.type=unix,addr.path=$T/$2.nbd"
-    local exp="type=nbd,id=e0,node-name=d0,name=d0,writable=on"
-    if [ "$1" = vimg ]; then
-        "$VIMG_NBD" --qmp "$T/$2.qmp" --blockdev "$bd" --nbd-server "$nbd" \
-            --export "$exp" 2>"$T/$2.log" &
-    else
-        qemu-storage-daemon \
-            --chardev "socket,id=c0,path=$T/$2.qmp,server=on,wait=off" \
-            --monitor chardev=c0 --blockdev "$bd" --nbd-server "$nbd" \
-            --export "$exp" 2>"$T/$2.log" &
-    fi
-    BG_PIDS+=($!)
-    _wait_socket "$T/$2.qmp" $! && _wait_socket "$T/$2.nbd" $!
 }
 
 # start_both IMAGE [SIZE]: copies of IMAGE served by vimg-nbd (v) and
@@ -51,20 +32,6 @@ run_both() {
     s=$(cat)
     python3 - "$T/v.qmp" "$T/v.nbd" v <<<"$s" >v.out
     python3 - "$T/q.qmp" "$T/q.nbd" q <<<"$s" >q.out
-}
-
-# same_json KEY: .KEY of v.out and q.out are equal (both shown on stderr).
-same_json() {
-    local a b
-    a=$(jq -S ".$1" v.out)
-    b=$(jq -S ".$1" q.out)
-    if [ "$a" != "$b" ]; then
-        echo "$1 differs: vimg-nbd:" >&2
-        echo "$a" >&2
-        echo "qemu-storage-daemon:" >&2
-        echo "$b" >&2
-        return 1
-    fi
 }
 
 make_image() {

@@ -20,6 +20,7 @@
 #  - the per-daemon folder ($T/v or $T/q) in recorded file names ("DIR").
 
 load ../helpers
+load qmp
 
 eval "helpers_$(declare -f setup)"
 setup() {
@@ -177,20 +178,6 @@ run_both() {
         <<<"$PRELUDE"$'\n'"$s" >q.out)
     echo "vimg: $(cat v.out)" >&2
     echo "qsd:  $(cat q.out)" >&2
-}
-
-# same_json KEY: .KEY of v.out and q.out are equal (both shown on stderr).
-same_json() {
-    local a b
-    a=$(jq -S --arg k "$1" '.[$k]' v.out)
-    b=$(jq -S --arg k "$1" '.[$k]' q.out)
-    if [ "$a" != "$b" ]; then
-        echo "$1 differs: vimg-nbd:" >&2
-        echo "$a" >&2
-        echo "qemu-storage-daemon:" >&2
-        echo "$b" >&2
-        return 1
-    fi
 }
 
 # same_all: every key of q.out is the same in v.out.

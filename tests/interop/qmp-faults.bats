@@ -9,6 +9,7 @@
 # runs qemu-storage-daemon first (the comparisons need both).
 
 load ../helpers
+load qmp
 
 eval "helpers_$(declare -f setup)"
 setup() {
@@ -25,28 +26,6 @@ teardown() {
         kill "$p" 2>/dev/null
     done
     helpers_teardown
-}
-
-# start_daemon vimg|qsd NAME IMAGE: serve IMAGE (qcow2) as node d0,
-# exported writable as "d0" on $T/NAME.nbd, QMP on $T/NAME.qmp.  The
-# daemon's PID is in DPID.
-start_daemon() {
-    local bd="driver=qcow2,node-name=d0,file.driver=file,file.filename=$3"
-    local nbd="addr.type=unix,addr.path=$T/$2.nbd"
-    local exp="type=nbd,id=e0,node-name=d0,name=d0,writable=on"
-    rm -f "$T/$2.qmp" "$T/$2.nbd"
-    if [ "$1" = vimg ]; then
-        "$VIMG_NBD" --qmp "$T/$2.qmp" --blockdev "$bd" --nbd-server "$nbd" \
-            --export "$exp" 2>"$T/$2.log" &
-    else
-        qemu-storage-daemon \
-            --chardev "socket,id=c0,path=$T/$2.qmp,server=on,wait=off" \
-            --monitor chardev=c0 --blockdev "$bd" --nbd-server "$nbd" \
-            --export "$exp" 2>"$T/$2.log" &
-    fi
-    DPID=$!
-    BG_PIDS+=($!)
-    _wait_socket "$T/$2.qmp" $! && _wait_socket "$T/$2.nbd" $!
 }
 
 # quit NAME PID: QMP quit, then wait for PID to exit.
@@ -71,20 +50,6 @@ py() {
         cat "$T/$n.log" >&2
         return 1
     }
-}
-
-# same_json KEY: .KEY of v.out and q.out are equal (both shown on stderr).
-same_json() {
-    local a b
-    a=$(jq -S ".$1" v.out)
-    b=$(jq -S ".$1" q.out)
-    if [ "$a" != "$b" ]; then
-        echo "$1 differs: vimg-nbd:" >&2
-        echo "$a" >&2
-        echo "qemu-storage-daemon:" >&2
-        echo "$b" >&2
-        return 1
-    fi
 }
 
 # 40M of data (some of it zero clusters) in 64M, with a persistent bitmap

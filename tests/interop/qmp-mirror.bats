@@ -12,6 +12,7 @@
 #  - QEMU's automatic node names "#blockNNN" (qmp.exports()).
 
 load ../helpers
+load qmp
 
 eval "helpers_$(declare -f setup)"
 setup() {
@@ -29,26 +30,6 @@ teardown() {
         kill "$p" 2>/dev/null
     done
     helpers_teardown
-}
-
-# start_daemon vimg|qsd NAME IMAGE: serve IMAGE (qcow2) as node d0,
-# exported writable as "d0" on the unix socket $T/NAME.nbd, with a QMP
-# socket at $T/NAME.qmp.
-start_daemon() {
-    local bd="driver=qcow2,node-name=d0,file.driver=file,file.filename=$3"
-    local nbd="addr.type=unix,addr.path=$T/$2.nbd"
-    local exp="type=nbd,id=e0,node-name=d0,name=d0,writable=on"
-    if [ "$1" = vimg ]; then
-        "$VIMG_NBD" --qmp "$T/$2.qmp" --blockdev "$bd" --nbd-server "$nbd" \
-            --export "$exp" 2>"$T/$2.log" &
-    else
-        qemu-storage-daemon \
-            --chardev "socket,id=c0,path=$T/$2.qmp,server=on,wait=off" \
-            --monitor chardev=c0 --blockdev "$bd" --nbd-server "$nbd" \
-            --export "$exp" 2>"$T/$2.log" &
-    fi
-    BG_PIDS+=($!)
-    _wait_socket "$T/$2.qmp" $! && _wait_socket "$T/$2.nbd" $!
 }
 
 start_both() {
@@ -82,20 +63,6 @@ run_both() {
         echo "vimg-nbd log:" >&2; cat v.log >&2; return 1; }
     python3 - "$T/q.qmp" "$T/q.nbd" q <<<"$s" >q.out || {
         echo "qsd log:" >&2; cat q.log >&2; return 1; }
-}
-
-# same_json KEY: .KEY of v.out and q.out are equal (both shown on stderr).
-same_json() {
-    local a b
-    a=$(jq -S ".$1" v.out)
-    b=$(jq -S ".$1" q.out)
-    if [ "$a" != "$b" ]; then
-        echo "$1 differs: vimg-nbd:" >&2
-        echo "$a" >&2
-        echo "qemu-storage-daemon:" >&2
-        echo "$b" >&2
-        return 1
-    fi
 }
 
 # all_same: every key of q.out is the same in v.out.
