@@ -19,10 +19,12 @@ struct inflight {
     struct inflight *next;
 };
 
+/* Filters (DRV_FILTER) take the protocol path too: they forward to
+ * their file, which grows when a format appends to it. */
 static inline bool
 io_is_protocol(struct node *n)
 {
-    return n->drv->kind == DRV_PROTOCOL;
+    return n->drv->kind != DRV_FORMAT;
 }
 
 /* io.c */

@@ -5,7 +5,8 @@
  *
  * Protocol nodes go straight to their driver; a protocol node grows when
  * written past its end and reads past its end as zeroes, because formats
- * append clusters to their file.
+ * append clusters to their file.  Filter nodes (DRV_FILTER) are handled
+ * as protocol nodes; their driver forwards to the file child.
  *
  * Format nodes: reads and block status walk the chain with the drivers'
  * layer-local block_status; writes that cover only part of a cow_align
@@ -533,7 +534,10 @@ node_flush(struct node *n)
     leave(n);
     if (ret == 0 && n->data_file)
         ret = node_flush(n->data_file);
-    if (ret == 0 && n->file)
+    /* A driver with a flush callback flushes its own file (node.h):
+     * qcow2 then sees a failure and refuses later writes, inject logs
+     * the flush after it completed. */
+    if (ret == 0 && n->file && !n->drv->flush)
         ret = node_flush(n->file);
     return ret;
 }

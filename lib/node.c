@@ -17,7 +17,8 @@
  * qcow2 also needs write and resize of its file when writable and lets
  * nobody else write or resize it; a data file may be written by others
  * but not resized; a backing file is read, and shared as the overlay
- * shares write.  Force-share makes a node share everything.  A format's
+ * shares write; a filter (DRV_FILTER) passes its parent's needs through
+ * like raw.  Force-share makes a node share everything.  A format's
  * "file" child gets its permissions right after probing, before the
  * format driver reads or writes anything through it.
  *
@@ -50,6 +51,7 @@ static const struct driver *const drivers[] = {
     &nbd_proto,
     &raw_format,
     &qcow2_format,
+    &inject_filter,
 };
 
 /* Files already in the chain being opened (loop detection). */
@@ -389,7 +391,8 @@ child_perms(const struct node *n, bool data)
     unsigned rw = (n->flags & NODE_RDWR) ? PERM_WRITE | PERM_RESIZE : 0;
     struct perms c = { n->perm, n->shared };
 
-    if (n->drv == &raw_format) /* a filter: passes everything through */
+    /* raw and filters (inject) pass everything through */
+    if (n->drv == &raw_format || n->drv->kind == DRV_FILTER)
         return c;
     if (data) {
         c.perm |= rw;

@@ -286,6 +286,7 @@ extern const struct driver file_proto;
 extern const struct driver nbd_proto;
 extern const struct driver raw_format;
 extern const struct driver qcow2_format;
+extern const struct driver inject_filter;
 
 /* The descriptor of a file protocol node opened without O_DIRECT, for
  * zero-copy reads (sendfile); -1 for anything else. */

@@ -103,6 +103,11 @@ qcow2_before_write_locked(struct qcow2_state *s)
 {
     uint64_t keep;
 
+    if (s->flush_failed) {
+        vimg_error(EIO, "%s: an earlier flush failed; data may be lost",
+                   s->node->filename);
+        return -1;
+    }
     if (s->autoclear_done)
         return 0;
     if (s->readonly) {
@@ -388,6 +393,10 @@ flush_fua(struct qcow2_state *s)
         r = node_flush(s->data);
     if (r == 0)
         r = node_flush(s->node->file);
+    if (r == -1) { /* sticky, as in qcow2_flush */
+        LOCK_GUARD(&s->lock);
+        s->flush_failed = true;
+    }
     return r;
 }
 

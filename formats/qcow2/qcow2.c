@@ -127,6 +127,11 @@ qcow2_pread(struct node *n, void *buf, uint64_t count, uint64_t off)
     struct qcow2_state *s = n->state;
     uint8_t *p = buf;
 
+    if (!s->data) { /* opened for metadata only (VIMG_OPEN_NO_IO) */
+        vimg_error(EIO, "%s: the external data file is not open",
+                   n->filename);
+        return -1;
+    }
     while (count) {
         struct qmap m;
         int r;
@@ -259,7 +264,18 @@ qcow2_flush(struct node *n)
     struct qcow2_state *s = n->state;
     LOCK_GUARD(&s->lock);
 
-    return qcow2_flush_all_locked(s);
+    if (s->flush_failed) {
+        vimg_error(EIO, "%s: an earlier flush failed; data may be lost",
+                   n->filename);
+        return -1;
+    }
+    /* io.c leaves the file to us: a failure here is sticky. */
+    if (qcow2_flush_all_locked(s) == -1 ||
+        (!s->readonly && node_flush(n->file) == -1)) {
+        s->flush_failed = true;
+        return -1;
+    }
+    return 0;
 }
 
 static int
@@ -295,6 +311,10 @@ open_data_file(struct node *n, struct qcow2_state *s, json_t *opts)
         s->data = n->file;
         return 0;
     }
+    /* info: an untrusted image must not make us open another host file
+     * by itself; only an explicit data-file option is followed. */
+    if ((n->flags & VIMG_OPEN_NO_IO) && !json_object_get(opts, "data-file"))
+        return 0;
     if (!s->data_file_name && !json_object_get(opts, "data-file")) {
         vimg_error(EINVAL, "image has an external data file but no name "
                    "for it");

@@ -277,6 +277,9 @@ struct qcow2_state {
      * of the consistent ones is in bitmaps[i].live (bitmaps.c). */
     bool bitmaps_live;
     bool readonly;
+    /* A flush of the file failed: writes and flushes fail from now on
+     * (the kernel may have dropped the data; never retry). */
+    bool flush_failed;
 };
 
 /* Host order entry of an L2 table: the descriptor, and the subcluster

@@ -35,6 +35,10 @@ typedef struct vimg_node vimg_node;
                                   * the image while open (qemu-img's
                                   * BDRV_O_NO_SHARE; formats like qcow2
                                   * refuse that anyway) */
+#define VIMG_OPEN_NO_IO 0x80u /* metadata only (info): do not open files
+                               * an image names, such as a qcow2 external
+                               * data file, unless the options name them
+                               * (qemu-img's BDRV_O_NO_IO) */
 
 /* Request flags. */
 #define VIMG_REQ_FUA 0x1u       /* write: durable on return */

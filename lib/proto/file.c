@@ -5,8 +5,9 @@
  * pread/pwrite loop over short transfers and EINTR; FUA is RWF_DSYNC;
  * zeroes use fallocate (ZERO_RANGE, or PUNCH_HOLE when unmapping is
  * allowed); block status uses SEEK_DATA/SEEK_HOLE.  After one failed
- * fdatasync every later flush fails too: the kernel may have dropped the
- * dirty pages, so a retry that succeeds would lie (fsyncgate).
+ * fdatasync every later flush, write, zero, discard and resize fails
+ * too: the kernel may have dropped the dirty pages, so a retry that
+ * succeeds would lie (fsyncgate).  Reads still work.
  *
  * Options: filename (required); locking=auto|on|off; cache.direct=on
  * (QEMU's cache=none/directsync) opens the file with O_DIRECT.  Then
@@ -298,6 +299,20 @@ prealloc_for_write(struct file_state *s, uint64_t off, uint64_t count)
         s->no_prealloc = true;
 }
 
+/* After a failed flush nothing is written or flushed again. */
+static int
+check_flush_failed(struct node *n)
+{
+    struct file_state *s = n->state;
+
+    if (__atomic_load_n(&s->flush_failed, __ATOMIC_ACQUIRE)) {
+        vimg_error(EIO, "%s: an earlier flush failed; data may be lost",
+                   n->filename);
+        return -1;
+    }
+    return 0;
+}
+
 static int
 file_pwrite(struct node *n, const void *buf, uint64_t count, uint64_t off,
             unsigned flags)
@@ -305,6 +320,8 @@ file_pwrite(struct node *n, const void *buf, uint64_t count, uint64_t off,
     struct file_state *s = n->state;
     const char *p = buf;
 
+    if (check_flush_failed(n) == -1)
+        return -1;
     prealloc_for_write(s, off, count);
     while (count) {
         struct iovec iov = { (void *)p, MIN(count, (uint64_t)1 << 30) };
@@ -330,13 +347,10 @@ file_flush(struct node *n)
 {
     struct file_state *s = n->state;
 
-    if (s->flush_failed) {
-        vimg_error(EIO, "%s: an earlier flush failed; data may be lost",
-                   n->filename);
+    if (check_flush_failed(n) == -1)
         return -1;
-    }
     if (fdatasync(s->fd) == -1) {
-        s->flush_failed = true;
+        __atomic_store_n(&s->flush_failed, true, __ATOMIC_RELEASE);
         vimg_error(errno, "%s: flush: %m", n->filename);
         return -1;
     }
@@ -350,6 +364,8 @@ file_pwrite_zeroes(struct node *n, uint64_t off, uint64_t count,
     struct file_state *s = n->state;
     int mode = FALLOC_FL_ZERO_RANGE;
 
+    if (check_flush_failed(n) == -1)
+        return -1;
     if (s->is_block) {
         vimg_error(ENOTSUP, "zeroing block devices by fallocate");
         return -1;
@@ -376,6 +392,8 @@ file_discard(struct node *n, uint64_t off, uint64_t count)
 {
     struct file_state *s = n->state;
 
+    if (check_flush_failed(n) == -1)
+        return -1;
     if (s->is_block || fallocate(s->fd, FALLOC_FL_PUNCH_HOLE |
                                  FALLOC_FL_KEEP_SIZE, off, count) == -1) {
         vimg_error(ENOTSUP, "discard not supported");
@@ -475,6 +493,8 @@ file_truncate(struct node *n, uint64_t size, enum prealloc prealloc)
     struct file_state *s = n->state;
     uint64_t old = n->size;
 
+    if (check_flush_failed(n) == -1)
+        return -1;
     if (s->is_block) {
         vimg_error(ENOTSUP, "cannot resize a block device");
         return -1;
