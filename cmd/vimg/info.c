@@ -5,8 +5,9 @@
  *
  * The JSON is libvimg's ImageInfo (qemu-img's names and shapes); the
  * human form is printed from it the way qemu-img prints.  Backing files
- * are opened only with --backing-chain: an image from an untrusted
- * source never makes info open another host file by itself.
+ * are opened only with --backing-chain, and an external data file only
+ * when --image-opts names it: an image from an untrusted source never
+ * makes info open another host file by itself.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -234,6 +235,9 @@ cmd_info(int argc, char **argv)
     if (optind != argc - 1)
         return cmd_usage_error("expecting one filename");
     file = argv[optind];
+    /* Like qemu-img info: no external data file, and no backing file
+     * without --backing-chain. */
+    flags |= VIMG_OPEN_NO_IO;
     if (!chain)
         flags |= VIMG_OPEN_NO_BACKING;
     n = cmd_open_image(file, fmt, image_opts, flags);
