@@ -4,16 +4,19 @@
 #   ./build.sh demo    install what is missing, build, run the end-to-end demo
 #   ./build.sh check   install, build, run every test, then again with
 #                      ASan+UBSan for the unit and CLI tests
-# Also: ./build.sh build (install + build only).
+# Also: ./build.sh build (install + build only), and ./build.sh fuzz
+# (libFuzzer targets of tests/fuzz with ASan+UBSan, FUZZ_SECONDS each,
+# default 300; crashing inputs are kept in build-fuzz/fuzz-<target>/).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 BUILD_PKGS="build-essential cmake pkg-config perl zlib1g-dev libzstd-dev
-            libjansson-dev libcmocka-dev libnbd-dev libssl-dev"
+            libjansson-dev libcmocka-dev libnbd-dev libssl-dev clang"
 TEST_PKGS="qemu-utils qemu-system-common libnbd-bin nbdkit bats bats-assert
            bats-support jq python3 util-linux strace e2fsprogs openssl
            hyperfine"
 JOBS=$(nproc)
+FUZZ_TARGETS="qcow2 nbd qmp opts"
 
 install_pkgs() {
     local missing=() p
@@ -82,6 +85,40 @@ demo() {
     echo "demo: OK"
 }
 
+# Run each libFuzzer target for SECONDS on a copy of its seed corpus in
+# build-fuzz/fuzz-<target>/; crashing, leaking or timing-out inputs stay
+# there (crash-*, leak-*, timeout-*, oom-*).  Non-zero if any target
+# failed.
+run_fuzz() { # run_fuzz SECONDS
+    local secs=$1 t w rc=0 src=$PWD/tests/fuzz bin=$PWD/build-fuzz/tests/fuzz
+    cmake -S . -B build-fuzz -DVIMG_WERROR=ON -DVIMG_FUZZ=ON \
+        -DCMAKE_C_COMPILER=clang >/dev/null
+    cmake --build build-fuzz -j"$JOBS" --target \
+        $(printf 'fuzz-%s ' $FUZZ_TARGETS)
+    for t in $FUZZ_TARGETS; do
+        w=$PWD/build-fuzz/fuzz-$t
+        rm -rf "$w/corpus"
+        mkdir -p "$w"
+        cp -r "$src/corpus/$t" "$w/corpus"
+        echo "build.sh: fuzz-$t for ${secs}s"
+        if ! (cd "$w" &&
+            ASAN_OPTIONS=detect_leaks=1 \
+            UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+            "$bin/fuzz-$t" -max_total_time="$secs" \
+                -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+                -artifact_prefix="$w/" -dict="$src/$t.dict" corpus \
+                >"$w/log" 2>&1); then
+            echo "build.sh: fuzz-$t FAILED; see $w/log and:" >&2
+            ls "$w" | grep -E '^(crash|leak|timeout|oom|slow-unit)-' >&2 || true
+            tail -n 60 "$w/log" >&2
+            rc=1
+        else
+            grep -E '^(Done|stat::)' "$w/log" || tail -n 2 "$w/log"
+        fi
+    done
+    return $rc
+}
+
 check() {
     local rc=0
     export ASAN_OPTIONS=exitcode=134:detect_leaks=1
@@ -90,6 +127,11 @@ check() {
     build build-asan -DVIMG_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
     (cd build-asan && ctest --output-on-failure -j"$JOBS" -L 'unit|cli') ||
         rc=1
+    if command -v clang >/dev/null; then
+        run_fuzz 30 || rc=1
+    else
+        echo "build.sh: no clang, fuzz targets skipped"
+    fi
     return $rc
 }
 
@@ -108,8 +150,12 @@ check)
     build build
     check
     ;;
+fuzz)
+    install_pkgs $BUILD_PKGS
+    run_fuzz "${FUZZ_SECONDS:-300}"
+    ;;
 *)
-    echo "usage: $0 demo|check|build" >&2
+    echo "usage: $0 demo|check|build|fuzz" >&2
     exit 2
     ;;
 esac

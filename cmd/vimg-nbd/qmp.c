@@ -425,3 +425,41 @@ qmp_stop(struct server *srv)
     free(q->path);
     free(q);
 }
+
+#ifdef VIMG_FUZZING
+#include <fcntl.h>
+
+/* For tests/fuzz/fuzz-qmp.c: run the message loop over BUF (LEN bytes)
+ * as a new, not yet negotiated client whose fd is /dev/null (replies
+ * and events are built and serialised; send() then fails and they are
+ * dropped).  SRV must not have a QMP socket of its own.  The jobs the
+ * input started are cancelled before the client goes away.  Returns the
+ * bytes left unparsed, or -1 if the client was dropped. */
+int qmp_fuzz_input(struct server *srv, const char *buf, size_t len);
+
+int
+qmp_fuzz_input(struct server *srv, const char *buf, size_t len)
+{
+    struct qmp q = { .srv = srv, .lfd = -1 };
+    struct qmp_client cl = { .q = &q };
+    ssize_t used = 0;
+
+    cl.fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (cl.fd == -1)
+        return -1;
+    pthread_mutex_init(&q.lock, NULL);
+    pthread_cond_init(&q.cond, NULL);
+    pthread_mutex_init(&cl.out_lock, NULL);
+    q.clients = &cl;
+    srv->qmp = &q;
+    if (len <= QMP_MAX_MESSAGE)
+        used = consume(&cl, buf, len);
+    job_cancel_all_sync(&srv->jobs);
+    srv->qmp = NULL;
+    pthread_mutex_destroy(&cl.out_lock);
+    pthread_cond_destroy(&q.cond);
+    pthread_mutex_destroy(&q.lock);
+    close(cl.fd);
+    return used < 0 ? -1 : (int)(len - (size_t)used);
+}
+#endif

@@ -150,6 +150,7 @@ reply_error(struct conn *c, const struct req *rq, int err, const char *msg)
         return reply_simple(c, rq, err, NULL, 0);
     memcpy(pre, &e, 4);
     memcpy(pre + 4, &l, 2);
-    memcpy(pre + 6, msg, ml);
+    if (ml)
+        memcpy(pre + 6, msg, ml);
     return reply_chunks(c, rq, &ch, 1);
 }

@@ -34,6 +34,9 @@
 #include "io.h"
 
 #define MAX_CHECK_CLUSTERS (1ull << 31) /* qemu: INT_MAX */
+/* check -r grows the file for a refcount block at most this far past
+ * its end. */
+#define CHECK_GROW_MAX (64ull << 20)
 
 void
 qck_report(struct qck *ck, const char *fmt, ...)
@@ -462,6 +465,12 @@ refblock_outside(struct qck *ck, uint64_t i, uint64_t off, unsigned fix)
                fix & CHECK_FIX_ERRORS ? "Repairing" : "ERROR", i);
     if (!(fix & CHECK_FIX_ERRORS))
         return 0;
+    /* Far past the end, growing the file would only serve a wild
+     * pointer (and cost memory): rebuild the refcounts instead. */
+    if (off > ck->file_size + CHECK_GROW_MAX) {
+        ck->rebuild = true;
+        return 0;
+    }
     if (qck_extend_file(ck, off + s->cluster_size) == -1 ||
         qck_grow(ck, DIV_ROUND_UP(ck->file_size, s->cluster_size)) == -1) {
         ck->rebuild = true;

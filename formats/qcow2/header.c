@@ -353,9 +353,9 @@ qcow2_header_read(struct node *n, struct qcow2_state *s)
     }
     memcpy(s->hdr_raw, buf, s->header_length);
 
-    s->refcount_bits = 1u << s->refcount_order;
-    if (validate_features(s, n) == -1)
+    if (validate_features(s, n) == -1) /* refcount_order <= 6 first */
         return -1;
+    s->refcount_bits = 1u << s->refcount_order;
     s->refcount_max = s->refcount_bits == 64
                           ? UINT64_MAX
                           : (1ull << s->refcount_bits) - 1;
