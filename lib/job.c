@@ -15,6 +15,7 @@
 #include "cleanup.h"
 #include "error.h"
 #include "job.h"
+#include "job-internal.h"
 #include "vimg.h"
 
 struct job_txn {
@@ -23,7 +24,7 @@ struct job_txn {
     bool ending;     /* finalize or abort is in progress or done */
 };
 
-static const char *const status_names[JOB_STATUS__MAX] = {
+const char *const job_status_names[JOB_STATUS__MAX] = {
     "undefined", "created", "running",  "paused",    "ready", "standby",
     "waiting",   "pending", "aborting", "concluded", "null",
 };
@@ -69,32 +70,32 @@ static const unsigned verbs[JOB_VERB__MAX] = {
 const char *
 job_status_name(enum job_status s)
 {
-    return s < JOB_STATUS__MAX ? status_names[s] : "undefined";
+    return s < JOB_STATUS__MAX ? job_status_names[s] : "undefined";
 }
 
-static void
-emit_locked(struct job_registry *reg, const char *name, json_t *data)
+void
+job_emit_locked(struct job_registry *reg, const char *name, json_t *data)
 {
     if (reg->event && data)
         reg->event(reg->opaque, name, data);
     json_decref(data);
 }
 
-static void
-set_status_locked(struct job *j, enum job_status s)
+void
+job_set_status_locked(struct job *j, enum job_status s)
 {
     if (j->status != s && !(transitions[j->status] & (1u << s)))
         abort(); /* a bug in this file */
     if (j->status == s)
         return;
     j->status = s;
-    emit_locked(j->reg, "JOB_STATUS_CHANGE",
-                json_pack("{s:s,s:s}", "status", status_names[s], "id", j->id));
+    job_emit_locked(j->reg, "JOB_STATUS_CHANGE",
+                json_pack("{s:s,s:s}", "status", job_status_names[s], "id", j->id));
     pthread_cond_broadcast(&j->reg->cond);
 }
 
-static json_t *
-block_event_data(const struct job *j)
+json_t *
+job_block_event_data(const struct job *j)
 {
     return json_pack("{s:s,s:I,s:I,s:I,s:s}", "device", j->id, "len",
                      (json_int_t)j->total, "offset", (json_int_t)j->progress,
@@ -201,7 +202,7 @@ job_create(struct job_registry *reg, const char *id,
     j->refcnt = 1;
     j->next = reg->jobs;
     reg->jobs = j;
-    set_status_locked(j, JOB_STATUS_CREATED);
+    job_set_status_locked(j, JOB_STATUS_CREATED);
     return j;
 }
 
@@ -232,9 +233,9 @@ remove_locked(struct job *j)
 static void
 conclude_locked(struct job *j)
 {
-    set_status_locked(j, JOB_STATUS_CONCLUDED);
+    job_set_status_locked(j, JOB_STATUS_CONCLUDED);
     if (j->auto_dismiss) {
-        set_status_locked(j, JOB_STATUS_NULL);
+        job_set_status_locked(j, JOB_STATUS_NULL);
         remove_locked(j);
     }
 }
@@ -268,7 +269,7 @@ txn_abort_locked(struct job_registry *reg, struct job_txn *t)
     t->ending = true;
     n = txn_jobs_locked(reg, t, v, TXN_MAX);
     for (size_t i = 0; i < n; i++)
-        set_status_locked(v[i], JOB_STATUS_ABORTING);
+        job_set_status_locked(v[i], JOB_STATUS_ABORTING);
     for (size_t i = 0; i < n; i++) {
         struct job *j = v[i];
 
@@ -279,12 +280,12 @@ txn_abort_locked(struct job_registry *reg, struct job_txn *t)
             j->drv->clean(j);
         pthread_mutex_lock(&reg->lock);
         if (j->error) {
-            json_t *d = block_event_data(j);
+            json_t *d = job_block_event_data(j);
 
             json_object_set_new(d, "error", json_string(j->error));
-            emit_locked(reg, "BLOCK_JOB_COMPLETED", d);
+            job_emit_locked(reg, "BLOCK_JOB_COMPLETED", d);
         } else {
-            emit_locked(reg, "BLOCK_JOB_CANCELLED", block_event_data(j));
+            job_emit_locked(reg, "BLOCK_JOB_CANCELLED", job_block_event_data(j));
         }
         conclude_locked(j);
         job_unref_locked(j);
@@ -315,11 +316,11 @@ txn_finalize_locked(struct job_registry *reg, struct job_txn *t)
             j->drv->clean(j);
         pthread_mutex_lock(&reg->lock);
         {
-            json_t *d = block_event_data(j);
+            json_t *d = job_block_event_data(j);
 
             if (j->error)
                 json_object_set_new(d, "error", json_string(j->error));
-            emit_locked(reg, "BLOCK_JOB_COMPLETED", d);
+            job_emit_locked(reg, "BLOCK_JOB_COMPLETED", d);
         }
         conclude_locked(j);
         job_unref_locked(j);
@@ -335,10 +336,10 @@ txn_success_locked(struct job_registry *reg, struct job_txn *t)
 
     for (struct job *j = reg->jobs; j; j = j->next)
         if (j->txn == t) {
-            set_status_locked(j, JOB_STATUS_PENDING);
+            job_set_status_locked(j, JOB_STATUS_PENDING);
             if (!j->auto_finalize) {
                 manual = true;
-                emit_locked(
+                job_emit_locked(
                     reg, "BLOCK_JOB_PENDING",
                     json_pack("{s:s,s:s}", "type", j->drv->type, "id", j->id));
             }
@@ -381,10 +382,10 @@ job_finished_locked(struct job *j)
     j->finished_run = true;
     j->busy = false;
     if (failed) {
-        set_status_locked(j, JOB_STATUS_ABORTING);
+        job_set_status_locked(j, JOB_STATUS_ABORTING);
         txn_cancel_others_locked(reg, t);
     } else if (!t->aborting) {
-        set_status_locked(j, JOB_STATUS_WAITING);
+        job_set_status_locked(j, JOB_STATUS_WAITING);
     }
     if (!txn_all_finished_locked(reg, t))
         return;
@@ -426,7 +427,7 @@ job_start(struct job *j)
     j->refcnt++;
     j->busy = true;
     j->reg->nthreads++;
-    set_status_locked(j, JOB_STATUS_RUNNING);
+    job_set_status_locked(j, JOB_STATUS_RUNNING);
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     e = pthread_create(&j->thread, &attr, job_thread, j);
@@ -455,7 +456,7 @@ job_start_paused(struct job *j)
         return -1;
     pthread_mutex_lock(&reg->lock);
     if (j->status == JOB_STATUS_RUNNING)
-        set_status_locked(j, JOB_STATUS_PAUSED);
+        job_set_status_locked(j, JOB_STATUS_PAUSED);
     pthread_mutex_unlock(&reg->lock);
     return 0;
 }
@@ -469,7 +470,7 @@ job_resume_internal(struct job *j)
     if (j->pause_count)
         j->pause_count--;
     if (!j->pause_count && j->status == JOB_STATUS_PAUSED)
-        set_status_locked(j, JOB_STATUS_RUNNING);
+        job_set_status_locked(j, JOB_STATUS_RUNNING);
     pthread_cond_broadcast(&reg->cond);
 }
 
@@ -479,7 +480,7 @@ job_discard(struct job *j)
     struct job_registry *reg = j->reg;
 
     pthread_mutex_lock(&reg->lock);
-    set_status_locked(j, JOB_STATUS_NULL);
+    job_set_status_locked(j, JOB_STATUS_NULL);
     pthread_mutex_unlock(&reg->lock);
     if (j->drv->abort)
         j->drv->abort(j);
@@ -506,7 +507,7 @@ verb_job_locked(struct job_registry *reg, const char *id, enum job_verb verb)
         vimg_error(EBUSY,
                    "Job '%s' in state '%s' cannot accept command "
                    "verb '%s'",
-                   id, status_names[j->status], verb_names[verb]);
+                   id, job_status_names[j->status], verb_names[verb]);
         return NULL;
     }
     return j;
@@ -526,7 +527,7 @@ job_user_cancel(struct job_registry *reg, const char *id, bool force)
         j->cancelled = true;
         txn_cancel_others_locked(reg, j->txn);
         if (j->status == JOB_STATUS_WAITING || j->status == JOB_STATUS_PENDING)
-            set_status_locked(j, JOB_STATUS_ABORTING);
+            job_set_status_locked(j, JOB_STATUS_ABORTING);
         if (txn_all_finished_locked(reg, j->txn))
             txn_abort_locked(reg, j->txn);
         return 0;
@@ -622,7 +623,7 @@ job_user_dismiss(struct job_registry *reg, const char *id)
     j = verb_job_locked(reg, id, JOB_VERB_DISMISS);
     if (!j)
         return -1;
-    set_status_locked(j, JOB_STATUS_NULL);
+    job_set_status_locked(j, JOB_STATUS_NULL);
     remove_locked(j);
     return 0;
 }
@@ -653,7 +654,7 @@ job_cancel_all_sync(struct job_registry *reg)
 
         for (; j; j = j->next) {
             if (j->status == JOB_STATUS_CONCLUDED) {
-                set_status_locked(j, JOB_STATUS_NULL);
+                job_set_status_locked(j, JOB_STATUS_NULL);
                 remove_locked(j);
                 waiting = true; /* the list changed: rescan */
                 break;
@@ -666,7 +667,7 @@ job_cancel_all_sync(struct job_registry *reg)
                        j->status == JOB_STATUS_WAITING) {
                 j->cancelled = true;
                 txn_cancel_others_locked(reg, j->txn);
-                set_status_locked(j, JOB_STATUS_ABORTING);
+                job_set_status_locked(j, JOB_STATUS_ABORTING);
                 if (txn_all_finished_locked(reg, j->txn)) {
                     txn_abort_locked(reg, j->txn);
                     waiting = true;
@@ -696,181 +697,5 @@ job_wait_concluded(struct job_registry *reg, const char *id)
             j->status == JOB_STATUS_PENDING)
             return 0;
         pthread_cond_wait(&reg->cond, &reg->lock);
-    }
-}
-
-/* --- queries ---------------------------------------------------------- */
-
-json_t *
-job_query_jobs(struct job_registry *reg)
-{
-    json_t *a = json_array();
-
-    LOCK_GUARD(&reg->lock);
-    for (struct job *j = reg->jobs; j && a; j = j->next) {
-        json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:I}", "id", j->id, "type",
-                              j->drv->type, "status", status_names[j->status],
-                              "current-progress", (json_int_t)j->progress,
-                              "total-progress", (json_int_t)j->total);
-
-        if (o && j->error)
-            json_object_set_new(o, "error", json_string(j->error));
-        json_array_append_new(a, o);
-    }
-    return a;
-}
-
-json_t *
-job_query_block_jobs(struct job_registry *reg)
-{
-    json_t *a = json_array();
-
-    LOCK_GUARD(&reg->lock);
-    for (struct job *j = reg->jobs; j && a; j = j->next) {
-        bool paused =
-            j->status == JOB_STATUS_PAUSED || j->status == JOB_STATUS_STANDBY;
-        bool ready =
-            j->status == JOB_STATUS_READY || j->status == JOB_STATUS_STANDBY;
-        json_t *o = json_pack(
-            "{s:b,s:s,s:s,s:b,s:b,s:I,s:I,s:s,s:b,s:I,s:b,s:s}",
-            "auto-finalize", j->auto_finalize, "io-status",
-            j->io_status ? j->io_status : "ok", "device",
-            j->id, "auto-dismiss", j->auto_dismiss, "busy", j->busy, "len",
-            (json_int_t)j->total, "offset", (json_int_t)j->progress, "status",
-            status_names[j->status], "paused", paused, "speed",
-            (json_int_t)j->speed, "ready", ready, "type", j->drv->type);
-
-        if (o && j->error)
-            json_object_set_new(o, "error", json_string(j->error));
-        json_array_append_new(a, o);
-    }
-    return a;
-}
-
-/* --- for drivers ------------------------------------------------------- */
-
-bool
-job_is_cancelled(struct job *j)
-{
-    LOCK_GUARD(&j->reg->lock);
-    return j->cancelled || j->soft_cancel;
-}
-
-bool
-job_pause_point(struct job *j)
-{
-    struct job_registry *reg = j->reg;
-
-    LOCK_GUARD(&reg->lock);
-    if (j->pause_count && !j->cancelled && !j->soft_cancel) {
-        if (j->status == JOB_STATUS_RUNNING)
-            set_status_locked(j, JOB_STATUS_PAUSED);
-        else if (j->status == JOB_STATUS_READY)
-            set_status_locked(j, JOB_STATUS_STANDBY);
-        j->busy = false;
-        while (j->pause_count && !j->cancelled && !j->soft_cancel)
-            pthread_cond_wait(&reg->cond, &reg->lock);
-        j->busy = true;
-    }
-    /* Whoever ended the pause may have set the status already. */
-    if (j->status == JOB_STATUS_PAUSED)
-        set_status_locked(j, JOB_STATUS_RUNNING);
-    else if (j->status == JOB_STATUS_STANDBY)
-        set_status_locked(j, JOB_STATUS_READY);
-    return j->cancelled || j->soft_cancel;
-}
-
-static uint64_t
-now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-void
-job_rate_limit(struct job *j, uint64_t bytes)
-{
-    struct job_registry *reg = j->reg;
-
-    LOCK_GUARD(&reg->lock);
-    for (;;) {
-        uint64_t now = now_ns(), due;
-        struct timespec ts;
-
-        if (j->speed == 0 || j->cancelled || j->soft_cancel || j->pause_count)
-            return;
-        if (j->rate_start_ns == 0 || now - j->rate_start_ns > 1000000000u) {
-            j->rate_start_ns = now;
-            j->rate_bytes = 0;
-        }
-        if (bytes) {
-            j->rate_bytes += bytes;
-            bytes = 0;
-        }
-        due = j->rate_start_ns +
-              (uint64_t)((double)j->rate_bytes * 1e9 / (double)j->speed);
-        if (due <= now)
-            return;
-        /* Sleep on the realtime clock the condition variable uses. */
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += (time_t)((due - now) / 1000000000u);
-        ts.tv_nsec += (long)((due - now) % 1000000000u);
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        j->busy = false;
-        pthread_cond_timedwait(&reg->cond, &reg->lock, &ts);
-        j->busy = true;
-        if (j->rate_start_ns == 0) /* the speed changed: new window */
-            return;
-    }
-}
-
-void
-job_set_progress(struct job *j, uint64_t done, uint64_t total)
-{
-    LOCK_GUARD(&j->reg->lock);
-    j->progress = done;
-    j->total = total;
-}
-
-void
-job_set_ready(struct job *j)
-{
-    LOCK_GUARD(&j->reg->lock);
-    if (j->status != JOB_STATUS_RUNNING)
-        return;
-    set_status_locked(j, JOB_STATUS_READY);
-    emit_locked(j->reg, "BLOCK_JOB_READY", block_event_data(j));
-}
-
-bool
-job_cancel_is_soft(struct job *j)
-{
-    LOCK_GUARD(&j->reg->lock);
-    return j->soft_cancel && !j->cancelled;
-}
-
-bool
-job_should_complete(struct job *j)
-{
-    LOCK_GUARD(&j->reg->lock);
-    return j->complete_requested;
-}
-
-void
-job_io_error(struct job *j, bool is_read, const char *action, int err)
-{
-    LOCK_GUARD(&j->reg->lock);
-    emit_locked(j->reg, "BLOCK_JOB_ERROR",
-                json_pack("{s:s,s:s,s:s}", "device", j->id, "operation",
-                          is_read ? "read" : "write", "action", action));
-    if (!strcmp(action, "stop") && !j->user_paused) {
-        j->user_paused = true;
-        j->pause_count++;
-        j->io_status = err == ENOSPC ? "nospace" : "failed";
     }
 }

@@ -404,6 +404,43 @@ child_perms(const struct node *n, bool data)
     return c;
 }
 
+int
+node_change_backing(struct node *n, struct node *backing, const char *name)
+{
+    struct node *old;
+    char *full = NULL;
+    int r;
+
+    if (!n->drv->change_backing) {
+        vimg_error(ENOTSUP, "%s cannot change its backing file",
+                   n->drv->name);
+        return -1;
+    }
+    if (backing && !name)
+        name = backing->filename;
+    if (backing && !(full = strdup(backing->filename))) {
+        vimg_error(ENOMEM, "out of memory");
+        return -1;
+    }
+    node_drain_begin(n);
+    r = n->drv->change_backing(n, backing ? name : NULL,
+                               backing ? backing->drv->name : NULL);
+    if (r == 0) {
+        old = n->backing;
+        if (backing)
+            node_ref(backing);
+        n->backing = backing;
+        free(n->backing_full);
+        n->backing_full = full;
+        full = NULL;
+    }
+    node_drain_end(n);
+    free(full);
+    if (r == 0)
+        node_unref(old);
+    return r;
+}
+
 static int
 reopen_tree(struct node *n)
 {

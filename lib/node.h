@@ -320,6 +320,12 @@ json_t *node_info_json(struct node *n);
  * reopens the base of a commit; its permissions gain write.  -1 +
  * vimg_error (nothing changed if the file cannot be reopened). */
 int node_reopen_rw(struct node *n);
+/* Make BACKING (NULL: none) N's backing, recorded in N's metadata as
+ * NAME (NULL: BACKING's filename) with BACKING's format: the metadata
+ * first, then the graph, with N drained; the old backing loses N's
+ * reference.  -1 + vimg_error (nothing changed). */
+int node_change_backing(struct node *n, struct node *backing,
+                        const char *name);
 /* The live node called NAME, with a reference taken; NULL if none. */
 struct node *node_find(const char *name);
 /* Take / drop a reference (thread-safe).  The last unref closes the

@@ -85,28 +85,8 @@ static int
 commit_commit(struct job *j)
 {
     struct commit *c = j->opaque;
-    const char *name = c->backing_file ? c->backing_file : c->base->filename;
-    struct node *old;
-    int r;
 
-    if (!c->above->drv->change_backing) {
-        vimg_error(ENOTSUP, "%s cannot change its backing file",
-                   c->above->drv->name);
-        return -1;
-    }
-    node_drain_begin(c->above);
-    r = c->above->drv->change_backing(c->above, name, c->base->drv->name);
-    if (r == 0) {
-        old = c->above->backing;
-        node_ref(c->base);
-        c->above->backing = c->base;
-        free(c->above->backing_full);
-        c->above->backing_full = strdup(c->base->filename);
-    }
-    node_drain_end(c->above);
-    if (r == 0)
-        node_unref(old);
-    return r;
+    return node_change_backing(c->above, c->base, c->backing_file);
 }
 
 static void

@@ -93,33 +93,8 @@ static int
 stream_commit(struct job *j)
 {
     struct stream *s = j->opaque;
-    struct node *old;
-    const char *name = s->backing_file;
-    int r;
 
-    if (!name && s->base)
-        name = s->base->filename;
-    if (!s->top->drv->change_backing) {
-        vimg_error(ENOTSUP, "%s cannot change its backing file",
-                   s->top->drv->name);
-        return -1;
-    }
-    node_drain_begin(s->top);
-    r = s->top->drv->change_backing(s->top, s->base ? name : NULL,
-                                    s->base ? s->base->drv->name : NULL);
-    if (r == 0) {
-        old = s->top->backing;
-        if (s->base)
-            node_ref(s->base);
-        s->top->backing = s->base;
-        free(s->top->backing_full);
-        s->top->backing_full = s->base ? strdup(s->base->filename) : NULL;
-        node_drain_end(s->top);
-        node_unref(old);
-        return 0;
-    }
-    node_drain_end(s->top);
-    return -1;
+    return node_change_backing(s->top, s->base, s->backing_file);
 }
 
 static void
