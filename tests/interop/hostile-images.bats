@@ -93,6 +93,12 @@ hostile() {
     bounded qemu-io -r -f qcow2 -c "read 0 64k" "$img"; got+=($rc)
     bounded qemu-img convert -f qcow2 -O raw "$img" out.raw; got+=($rc)
     rm -f out.raw
+    # "x" records that QEMU fails there but not always the same way.
+    for g in 0 1 2 3; do
+        if [ "${qwant[$g]}" = x ] && [ "${got[$g]}" -ne 0 ]; then
+            got[$g]=x
+        fi
+    done
     if [ "${got[*]}" != "${qwant[*]}" ]; then
         echo "qemu: exits ${got[*]}, recorded ${qwant[*]}" >&2
         return 1
@@ -207,7 +213,9 @@ hostile() {
 # QEMU follows json: names and probes /etc/passwd as raw; vimg refuses both.
 @test "backing: json: name" { hostile 'backing:json:{"driver":"file","filename":"/etc/passwd"}' "0 0 1 1" "0 0 0 0"; }
 @test "backing: /etc/passwd without a format" { hostile backing:/etc/passwd "0 0 1 1" "0 0 0 0"; }
-@test "backing: itself" { hostile backing-self "0 0 1 1" "0 1 1 1"; }
+# QEMU recurses through the loop until it runs out of file descriptors
+# (exit 1) or, under the memory cap, aborts (134).
+@test "backing: itself" { hostile backing-self "0 0 1 1" "0 x x x"; }
 
 @test "backing: a 100-deep chain is usable" {
     python3 "$VIMG_SRC/tests/data/mkbad.py" chain 100 deep
