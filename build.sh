@@ -14,7 +14,7 @@ BUILD_PKGS="build-essential cmake pkg-config perl zlib1g-dev libzstd-dev
             libjansson-dev libcmocka-dev libnbd-dev libssl-dev clang"
 TEST_PKGS="qemu-utils qemu-system-common libnbd-bin nbdkit bats bats-assert
            bats-support jq python3 util-linux strace e2fsprogs openssl
-           hyperfine"
+           hyperfine valgrind"
 JOBS=$(nproc)
 FUZZ_TARGETS="qcow2 nbd qmp opts"
 
