@@ -48,6 +48,12 @@ struct job *backup_create(struct job_registry *reg, const char *id,
 int job_copy_range(struct node *src, struct node *dst, uint64_t off,
                    uint64_t len, uint32_t compress_unit, bool *is_read);
 
+/* A copy step of job J failed (errno and message still set): emit
+ * BLOCK_JOB_ERROR and apply ACT.  -1 (vimg_error kept) when the job must
+ * fail (report); 0 when the step is to be retried (ignore, and stop,
+ * which has paused the job). */
+int job_copy_failed(struct job *j, enum job_on_error act, bool is_read);
+
 /* Mirror (also the base of active commit). */
 enum mirror_sync { MIRROR_SYNC_FULL, MIRROR_SYNC_TOP, MIRROR_SYNC_NONE };
 

@@ -137,28 +137,20 @@ backup_before_write(struct write_hook *h, struct node *n, uint64_t off,
     pthread_mutex_unlock(&b->lock);
 }
 
-static const char *const action_names[] = { "report", "ignore", "stop" };
-
 /* An error of the background copy of [S, E): BLOCK_JOB_ERROR, then as
  * the on-*-error action says.  Returns -1 if the job must fail. */
 static int
 copy_failed(struct backup *b, uint64_t s, uint64_t e, bool is_read)
 {
-    enum job_on_error act = is_read ? b->p.on_source_error
-                                    : b->p.on_target_error;
-    int err = errno;
-    CLEANUP_FREE char *msg = strdup(vimg_get_error());
+    int r = job_copy_failed(b->job, is_read ? b->p.on_source_error
+                                            : b->p.on_target_error,
+                            is_read);
 
-    job_io_error(b->job, is_read, action_names[act], err);
     pthread_mutex_lock(&b->lock);
     /* The range goes back to be copied again (ignore and stop retry). */
     release_locked(b, s, e, true);
     pthread_mutex_unlock(&b->lock);
-    if (act == ON_ERROR_REPORT) {
-        vimg_error(EIO, "%s", msg ? msg : "I/O error");
-        return -1;
-    }
-    return 0;
+    return r;
 }
 
 static int

@@ -27,8 +27,6 @@ struct commit {
     enum job_on_error on_error;
 };
 
-static const char *const action_names[] = { "report", "ignore", "stop" };
-
 static int
 depth_of(struct node *from, struct node *n)
 {
@@ -61,17 +59,8 @@ commit_run(struct job *j)
         len = e.length;
         if ((e.flags & VIMG_EXT_ALLOCATED) && e.depth < bd &&
             job_copy_range(c->top, c->base, off, len, 0, &is_read) == -1) {
-            enum job_on_error act = c->on_error;
-            int err = errno;
-            char *msg = strdup(vimg_get_error());
-
-            job_io_error(j, is_read, action_names[act], err);
-            if (act == ON_ERROR_REPORT) {
-                vimg_error(EIO, "%s", msg ? msg : "I/O error");
-                free(msg);
+            if (job_copy_failed(j, c->on_error, is_read) == -1)
                 return -1;
-            }
-            free(msg);
             continue; /* ignore and stop retry (stop after resume) */
         }
         off += len;

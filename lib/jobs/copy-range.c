@@ -2,7 +2,8 @@
 /*
  * One step of a live job's copy: [OFF, OFF+LEN) from a source node to a
  * target node at the same offset, ranges that read as zeroes written as
- * zeroes (which may unmap), whole clusters compressed when asked.
+ * zeroes (which may unmap), whole clusters compressed when asked; and
+ * what a job does when such a step fails (on-source/target-error).
  */
 #include <stdlib.h>
 
@@ -51,4 +52,18 @@ job_copy_range(struct node *src, struct node *dst, uint64_t off,
         off += n;
     }
     return 0;
+}
+
+int
+job_copy_failed(struct job *j, enum job_on_error act, bool is_read)
+{
+    static const char *const names[] = { "report", "ignore", "stop" };
+    int err = errno;
+    CLEANUP_FREE char *msg = strdup(vimg_get_error());
+
+    job_io_error(j, is_read, names[act], err);
+    if (act != ON_ERROR_REPORT)
+        return 0;
+    vimg_error(EIO, "%s", msg ? msg : "I/O error");
+    return -1;
 }

@@ -38,8 +38,6 @@ struct mirror {
     uint64_t done;
 };
 
-static const char *const action_names[] = { "report", "ignore", "stop" };
-
 /* Claim the next dirty run at or after *POS: [*S, *E). */
 static bool
 claim(struct mirror *m, uint64_t *pos, uint64_t *s, uint64_t *e)
@@ -89,27 +87,18 @@ static int
 copy_run(struct mirror *m, uint64_t s, uint64_t e)
 {
     bool is_read;
-    enum job_on_error act;
-    char *msg;
-    int err;
+    int r;
 
     if (job_copy_range(m->src, m->dst, s, e - s, 0, &is_read) == 0) {
         m->done += e - s;
         job_set_progress(m->job, m->done, m->done + remaining(m));
         return 0;
     }
-    act = is_read ? m->p.on_source_error : m->p.on_target_error;
-    err = errno;
-    msg = strdup(vimg_get_error());
-    job_io_error(m->job, is_read, action_names[act], err);
+    r = job_copy_failed(m->job, is_read ? m->p.on_source_error
+                                        : m->p.on_target_error,
+                        is_read);
     redirty(m, s, e); /* retried: ignore and stop as QEMU */
-    if (act == ON_ERROR_REPORT) {
-        vimg_error(EIO, "%s", msg ? msg : "I/O error");
-        free(msg);
-        return -1;
-    }
-    free(msg);
-    return 0;
+    return r;
 }
 
 /* With SRC's users held back: copy what is left, flush DST. */

@@ -31,8 +31,6 @@ struct stream {
     enum job_on_error on_error;
 };
 
-static const char *const action_names[] = { "report", "ignore", "stop" };
-
 /* Depth of BASE in TOP's chain (TOP = 0), INT_MAX for none. */
 static int
 base_depth(struct stream *s)
@@ -68,17 +66,8 @@ stream_run(struct job *j)
         if ((e.flags & VIMG_EXT_ALLOCATED) && e.depth > 0 && e.depth < bd &&
             !(bd == INT_MAX && (e.flags & VIMG_EXT_ZERO)) &&
             node_populate(s->top, off, len) == -1) {
-            enum job_on_error act = s->on_error;
-            int err = errno;
-            char *msg = strdup(vimg_get_error());
-
-            job_io_error(j, true, action_names[act], err);
-            if (act == ON_ERROR_REPORT) {
-                vimg_error(EIO, "%s", msg ? msg : "I/O error");
-                free(msg);
+            if (job_copy_failed(j, s->on_error, true) == -1)
                 return -1;
-            }
-            free(msg);
             continue; /* ignore and stop retry (stop after resume) */
         }
         off += len;
